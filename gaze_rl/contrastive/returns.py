@@ -1,0 +1,61 @@
+"""The return attached to each stored state: discounted return-to-go within its episode.
+
+The paper attaches an episode-level return to each state (public reviews); return-to-go is
+the natural per-state reading of that. PPO gets it from a finished rollout (the unfinished
+tail is bootstrapped with SB3's own value-based return); SAC gets it when an episode ends,
+from `EpisodeReturnTracker`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def discounted_returns_to_go(
+    rewards: np.ndarray, dones: np.ndarray, gamma: float, bootstrap: np.ndarray | None = None
+) -> np.ndarray:
+    """Return-to-go G_t = r_t + gamma * G_{t+1}, restarted after each done.
+
+    :param rewards: (T, N) rewards, time first.
+    :param dones: (T, N) True where the episode ended after step t.
+    :param gamma: discount in [0, 1].
+    :param bootstrap: (N,) value of G_T for envs whose last episode is unfinished (0 if None).
+    """
+    if rewards.shape != dones.shape:
+        raise ValueError(f"rewards {rewards.shape} and dones {dones.shape} must have the same shape")
+    returns = np.zeros_like(rewards, dtype=np.float32)
+    running = np.zeros(rewards.shape[1], dtype=np.float32) if bootstrap is None else bootstrap.astype(np.float32)
+    for t in reversed(range(rewards.shape[0])):
+        running = rewards[t] + gamma * running * (1.0 - dones[t].astype(np.float32))
+        returns[t] = running
+    return returns
+
+
+class EpisodeReturnTracker:
+    """Collects each env's observations and rewards until its episode ends, then hands back
+    the episode with its return-to-go (the off-policy route: a replay buffer stores no returns)."""
+
+    def __init__(self, num_envs: int, gamma: float):
+        self.gamma = gamma
+        self._obs: list[list[dict[str, np.ndarray]]] = [[] for _ in range(num_envs)]
+        self._rewards: list[list[float]] = [[] for _ in range(num_envs)]
+
+    def record(
+        self, obs: dict[str, np.ndarray], rewards: np.ndarray, dones: np.ndarray
+    ) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """Adds one vec-env step (obs = the observations the actions were taken from).
+
+        Returns the episodes that ended at this step, each as (stacked observations, returns).
+        """
+        finished = []
+        for i, done in enumerate(dones):
+            self._obs[i].append({k: v[i].copy() for k, v in obs.items()})
+            self._rewards[i].append(float(rewards[i]))
+            if done:
+                episode_rewards = np.asarray(self._rewards[i], dtype=np.float32)[:, None]
+                episode_dones = np.zeros_like(episode_rewards, dtype=bool)
+                returns = discounted_returns_to_go(episode_rewards, episode_dones, self.gamma)[:, 0]
+                stacked = {k: np.stack([o[k] for o in self._obs[i]]) for k in obs}
+                finished.append((stacked, returns))
+                self._obs[i], self._rewards[i] = [], []
+        return finished

@@ -1,0 +1,124 @@
+"""`make_vec_env`: a ManiSkill3 task id -> an SB3 VecEnv with `{rgb, state}` observations."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from gaze_rl.envs.batched import ManiSkillBatchedVecEnv
+from gaze_rl.envs.single import make_single_env
+
+SIM_BACKENDS = ("auto", "physx_cpu", "physx_cuda")
+OBS_MODES = ("rgb", "rgb+state")
+# Tasks whose pixel pipeline is covered by the test-suite; any registered ManiSkill3 id works.
+TESTED_ENV_IDS = ("PushT-v1", "PokeCube-v1", "PushCube-v1", "PickCube-v1")
+
+SimBackend = Literal["auto", "physx_cpu", "physx_cuda"]
+ObsMode = Literal["rgb", "rgb+state"]
+
+
+@dataclass
+class EnvSpec:
+    """Everything that defines the env a policy sees (saved with each run and checkpoint)."""
+
+    env_id: str = "PushT-v1"
+    """ManiSkill3 task id, e.g. PushT-v1, PokeCube-v1, PushCube-v1, PickCube-v1."""
+    num_envs: int = 2
+    """Parallel envs: CPU processes with physx_cpu, sub-envs of one GPU sim with physx_cuda."""
+    image_size: int = 64
+    """Camera width and height in pixels (ManiSkill's default camera is 128)."""
+    obs_mode: ObsMode = "rgb+state"
+    """'rgb': pixels only; 'rgb+state': pixels plus flattened proprioception and task state."""
+    sim_backend: SimBackend = "auto"
+    """'auto' picks physx_cuda (batched, one process) with CUDA, else physx_cpu (one process per env)."""
+    control_mode: str | None = "pd_joint_delta_pos"
+    """ManiSkill controller; None keeps the task's default."""
+    reward_scale: float = 1.0
+    """Multiplies rewards seen by the learner (logged returns stay unscaled)."""
+    ignore_terminations: bool = True
+    """Run every episode to the time limit (success does not end it), as ManiSkill does for PushT."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for gym.make (task options such as robot_uids)."""
+
+
+def resolve_sim_backend(sim_backend: str) -> str:
+    """Checks a backend name and resolves 'auto' for this machine."""
+    if sim_backend not in SIM_BACKENDS:
+        raise ValueError(f"unknown sim_backend {sim_backend!r}; valid choices: {', '.join(SIM_BACKENDS)}")
+    if sim_backend == "auto":
+        return "physx_cuda" if torch.cuda.is_available() else "physx_cpu"
+    return sim_backend
+
+
+def check_env_id(env_id: str) -> None:
+    """Raises a ValueError listing the valid ids when `env_id` is not a registered ManiSkill3 task."""
+    import mani_skill.envs  # noqa: F401  (registers the tasks)
+    from mani_skill.utils.registration import REGISTERED_ENVS
+
+    if env_id in REGISTERED_ENVS:
+        return
+    close = difflib.get_close_matches(env_id, REGISTERED_ENVS, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"unknown env id {env_id!r}.{hint} Tested: {', '.join(TESTED_ENV_IDS)}; "
+        f"all {len(REGISTERED_ENVS)} registered ManiSkill3 ids: {', '.join(sorted(REGISTERED_ENVS))}"
+    )
+
+
+def check_spec(spec: EnvSpec) -> None:
+    """Validates an EnvSpec before any process is started."""
+    if spec.obs_mode not in OBS_MODES:
+        raise ValueError(f"unknown obs_mode {spec.obs_mode!r}; valid choices: {', '.join(OBS_MODES)}")
+    if spec.num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1 (got {spec.num_envs})")
+    if spec.image_size < 16:
+        raise ValueError(f"image_size must be >= 16 pixels (got {spec.image_size}); 64 or 128 are usual")
+    resolve_sim_backend(spec.sim_backend)
+    check_env_id(spec.env_id)
+
+
+def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **overrides: Any) -> VecEnv:
+    """Builds an SB3 VecEnv for a ManiSkill3 task rendered from pixels.
+
+    Observations are `{"rgb": uint8 (H, W, 3 * cameras), "state": float32 (D,)}` ("state"
+    only with obs_mode "rgb+state"). Each finished episode reports `episode` {r, l},
+    `success_once`, `success_at_end` and `is_success` once, in the info of its last step.
+
+    Example: `make_vec_env(env_id="PushT-v1", num_envs=2, image_size=64)`.
+    """
+    spec = EnvSpec(**{**(spec.__dict__ if spec else {}), **overrides})
+    check_spec(spec)
+    backend = resolve_sim_backend(spec.sim_backend)
+    include_state = spec.obs_mode == "rgb+state"
+    if backend == "physx_cuda":
+        import gymnasium as gym
+        import mani_skill.envs  # noqa: F401
+        from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
+
+        env = gym.make(
+            spec.env_id, num_envs=spec.num_envs, obs_mode="rgb", sim_backend="physx_cuda",
+            render_mode="rgb_array", control_mode=spec.control_mode,
+            sensor_configs=dict(width=spec.image_size, height=spec.image_size), **spec.env_kwargs,
+        )
+        env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=include_state)
+        vec_env: VecEnv = ManiSkillBatchedVecEnv(
+            env, ignore_terminations=spec.ignore_terminations, reward_scale=spec.reward_scale
+        )
+    else:
+        # Render on the GPU when there is one, even with CPU physics.
+        render_backend = "gpu" if torch.cuda.is_available() else "cpu"
+        kwargs = dict(
+            image_size=spec.image_size, include_state=include_state, control_mode=spec.control_mode,
+            reward_scale=spec.reward_scale, ignore_terminations=spec.ignore_terminations,
+            render_backend=render_backend, env_kwargs=spec.env_kwargs,
+        )
+        env_fns = [lambda: make_single_env(spec.env_id, **kwargs) for _ in range(spec.num_envs)]
+        # physx_cpu holds one env per process; a single env stays in-process (cheaper, debuggable).
+        vec_env = SubprocVecEnv(env_fns, start_method="forkserver") if spec.num_envs > 1 else DummyVecEnv(env_fns)
+    if seed is not None:
+        vec_env.seed(seed)
+    return vec_env

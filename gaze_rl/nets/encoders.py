@@ -1,0 +1,58 @@
+"""ManiSkill3's reference image backbones, cut before their flatten so the last feature map
+(C x h x w) is exposed and attention can re-weight it.
+
+- `NatureCNN`: the encoder of ManiSkill's `ppo_rgb.py` (Mnih et al. 2015 layout):
+  8x8/4 (32) -> 4x4/2 (64) -> 3x3/1 (64); 64x4x4 for 64x64 input, 64x12x12 for 128x128.
+- `PlainConv`: the encoder of ManiSkill's `sac_rgbd.py`: four 3x3 conv + 2x2 max-pool stages
+  (16, 32, 64, 128) and a 1x1 conv; 128x4x4 for 64x64 input (one extra pool at 128x128).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BACKBONES = ("nature", "plain")
+
+
+class NatureCNN(nn.Sequential):
+    """NatureCNN conv stack; output is the last ReLU'd feature map (B, 64, h, w)."""
+
+    def __init__(self, in_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, 32, kernel_size=8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, kernel_size=3, stride=1), nn.ReLU(),
+        )
+
+
+class PlainConv(nn.Sequential):
+    """ManiSkill's PlainConv stack; output (B, 128, h, w). Images of 128 px or more are
+    max-pooled once first, as ManiSkill does, so 64 and 128 px give the same 4x4 map."""
+
+    def __init__(self, in_channels: int, image_size: int):
+        pre = [nn.MaxPool2d(2, 2)] if image_size >= 128 else []
+        super().__init__(
+            *pre,
+            nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(128, 128, 1), nn.ReLU(),
+        )
+
+
+def make_backbone(name: str, in_channels: int, image_size: int) -> nn.Sequential:
+    """Builds a backbone by name (one of BACKBONES)."""
+    if name == "nature":
+        return NatureCNN(in_channels)
+    if name == "plain":
+        return PlainConv(in_channels, image_size)
+    raise ValueError(f"unknown backbone {name!r}; valid choices: {', '.join(BACKBONES)}")
+
+
+def feature_map_shape(backbone: nn.Module, in_channels: int, height: int, width: int) -> tuple[int, int, int]:
+    """(C, h, w) of the backbone's output for one image of the given size."""
+    with torch.no_grad():
+        out = backbone(torch.zeros(1, in_channels, height, width))
+    return tuple(out.shape[1:])  # type: ignore[return-value]

@@ -1,0 +1,127 @@
+"""`GazeExtractor`: SB3 features extractor = backbone -> spatial attention -> linear, plus a
+state MLP, concatenated (ManiSkill's ppo_rgb layout with attention inserted on the last map).
+
+Works in plain SB3: `PPO("MultiInputPolicy", env, policy_kwargs=gaze_policy_kwargs("foveal"))`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, make_attention
+from gaze_rl.nets.encoders import feature_map_shape, make_backbone
+
+# Method name -> attention kind inside the extractor. "gaze" is "foveal" plus the
+# return-guided contrastive loss, which lives in the algorithm (GazePPO / GazeSAC).
+METHOD_ATTENTION = {"baseline": "none", "patch": "patch", "foveal": "gaussian", "gaze": "gaussian"}
+METHODS = tuple(METHOD_ATTENTION)
+
+
+class GazeExtractor(BaseFeaturesExtractor):
+    """Image backbone with attention on its last feature map, plus an optional state MLP.
+
+    :param observation_space: Dict space with a channel-first image under `image_key` (SB3
+        transposes channel-last images itself) and optionally a flat vector under `state_key`.
+    :param backbone: "nature" (ManiSkill ppo_rgb) or "plain" (ManiSkill sac_rgbd).
+    :param attention: "none", "patch" or "gaussian" (see gaze_rl.nets.attention).
+    :param attention_kwargs: options of the attention module (num_gaussians, sigma_floor, ...).
+    :param image_features: width of the linear layer after the attended map.
+    :param state_features: width of the state MLP (ignored without a state key).
+    :param detach_attention: stop RL gradients at the attention map, so that only the
+        contrastive loss trains the gaze head (the paper's optimisation split); the encoder
+        still gets RL gradients through the attended features.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        backbone: str = "nature",
+        attention: str = "none",
+        attention_kwargs: dict[str, Any] | None = None,
+        image_features: int = 256,
+        state_features: int = 256,
+        detach_attention: bool = False,
+        image_key: str = "rgb",
+        state_key: str = "state",
+    ):
+        if not isinstance(observation_space, spaces.Dict) or image_key not in observation_space.spaces:
+            raise ValueError(
+                f"GazeExtractor needs a Dict observation space with an image under {image_key!r} "
+                f"(got {observation_space}); build the env with gaze_rl.make_vec_env"
+            )
+        image_space = observation_space[image_key]
+        if not is_image_space(image_space, check_channels=False) or len(image_space.shape) != 3:
+            raise ValueError(
+                f"observation {image_key!r} is not an image (got {image_space}); GazeExtractor needs "
+                "uint8 images of shape (H, W, C) or (C, H, W)"
+            )
+        in_channels, height, width = image_space.shape
+        has_state = state_key in observation_space.spaces
+        state_dim = int(observation_space[state_key].shape[0]) if has_state else 0
+        super().__init__(observation_space, image_features + (state_features if has_state else 0))
+
+        self.image_key, self.state_key, self.has_state = image_key, state_key, has_state
+        self.detach_attention = detach_attention
+        self.backbone = make_backbone(backbone, in_channels, height)
+        try:
+            self.map_shape = feature_map_shape(self.backbone, in_channels, height, width)
+        except RuntimeError as err:
+            raise ValueError(
+                f"images of {height}x{width} are too small for the {backbone!r} backbone ({err}); "
+                "use image_size >= 64"
+            ) from None
+        channels, h, w = self.map_shape
+        self.attention = make_attention(attention, channels, h, w, **(attention_kwargs or {}))
+        self.image_fc = nn.Sequential(nn.Flatten(), nn.Linear(channels * h * w, image_features), nn.ReLU())
+        self.state_fc = nn.Sequential(nn.Linear(state_dim, state_features), nn.ReLU()) if has_state else None
+
+    @property
+    def has_gaze(self) -> bool:
+        """True when the attention is the Gaussian gaze (methods foveal and gaze)."""
+        return isinstance(self.attention, GaussianGaze)
+
+    def feature_map(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Backbone output F (B, C, h, w) for preprocessed (float, [0, 1]) observations."""
+        return self.backbone(observations[self.image_key])
+
+    def attend(self, observations: dict[str, torch.Tensor]) -> AttentionOutput:
+        """Attention output (attended features, map A, gaze parameters) for observations."""
+        return self.attention(self.feature_map(observations))
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        fmap = self.feature_map(observations)
+        if self.detach_attention:
+            weights = self.attention(fmap.detach()).weights.detach()
+            attended = fmap * weights[:, None]
+        else:
+            attended = self.attention(fmap).features
+        parts = [self.image_fc(attended)]
+        if self.state_fc is not None:
+            parts.append(self.state_fc(observations[self.state_key]))
+        return torch.cat(parts, dim=1)
+
+
+def gaze_policy_kwargs(
+    method: str = "foveal",
+    backbone: str = "nature",
+    attention_kwargs: dict[str, Any] | None = None,
+    **extractor_kwargs: Any,
+) -> dict[str, Any]:
+    """`policy_kwargs` that put a GazeExtractor into any SB3 policy.
+
+    `method` is one of METHODS; "gaze" also sets `detach_attention` (GazePPO / GazeSAC add
+    the contrastive loss that trains the gaze head in that case).
+    """
+    if method not in METHOD_ATTENTION:
+        raise ValueError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
+    kwargs = dict(backbone=backbone, attention=METHOD_ATTENTION[method], attention_kwargs=attention_kwargs or {})
+    if method == "gaze":
+        kwargs["detach_attention"] = True
+    kwargs.update(extractor_kwargs)
+    return dict(features_extractor_class=GazeExtractor, features_extractor_kwargs=kwargs)
