@@ -44,8 +44,8 @@ def _params(mu, sigma, rho, mix=None) -> GazeParams:
 def test_feature_grid_layout():
     x, y = feature_grid(3, 5)
     assert x.shape == y.shape == (3, 5)
-    np.testing.assert_allclose(x[0].numpy(), np.linspace(-1, 1, 5))
-    np.testing.assert_allclose(y[:, 0].numpy(), [-1.0, 0.0, 1.0])  # row 0 is y = -1
+    np.testing.assert_allclose(x[0].numpy(), -1 + (2 * np.arange(5) + 1) / 5)
+    np.testing.assert_allclose(y[:, 0].numpy(), [-2 / 3, 0.0, 2 / 3], rtol=1e-6)  # row 0 is the top
     x1, y1 = feature_grid(1, 1)
     assert x1.item() == 0.0 and y1.item() == 0.0
 
@@ -65,7 +65,7 @@ def test_gaussian_maps_matches_numpy_reference():
         w,
     ).numpy()
 
-    xs, ys = np.meshgrid(np.linspace(-1, 1, w), np.linspace(-1, 1, h))
+    xs, ys = np.meshgrid(-1 + (2 * np.arange(w) + 1) / w, -1 + (2 * np.arange(h) + 1) / h)
     d_grid = np.stack([xs, ys], axis=-1)  # (h, w, 2)
     for i in range(b):
         for j in range(k):

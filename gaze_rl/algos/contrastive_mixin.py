@@ -36,7 +36,8 @@ def default_policy_kwargs(policy_kwargs: dict[str, Any] | None, contrastive: dic
     kwargs = {**gaze_policy_kwargs(method, backbone=backbone), **(policy_kwargs or {})}
     if contrastive is not None and kwargs.get("features_extractor_class") is GazeExtractor:
         extractor_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})
-        extractor_kwargs.setdefault("detach_attention", not contrastive["rl_trains_gaze"])
+        # The contrastive config decides who trains the gaze head.
+        extractor_kwargs["detach_attention"] = not contrastive["rl_trains_gaze"]
         kwargs["features_extractor_kwargs"] = extractor_kwargs
     return kwargs
 

@@ -39,8 +39,7 @@ class ContrastiveConfig:
     margin: float = 0.2
     """Triplet margin on cosine distance."""
     rule: Literal["threshold", "relative"] = "threshold"
-    """'threshold' (paper): positive = similar state with return above the threshold, negative =
-    at or below it; 'relative': higher / lower return than the anchor's."""
+    """'threshold' (paper): positive = a similar state with return above the threshold, negative = at or below it; 'relative': higher / lower return than the anchor's."""
     threshold: float | None = None
     """Return threshold of the 'threshold' rule; None = the buffer's median return (our choice)."""
     triplet_weight: float = 0.1

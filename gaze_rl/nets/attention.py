@@ -79,17 +79,16 @@ def feature_grid(
 ) -> tuple[Tensor, Tensor]:
     """Cell-centre coordinates of an ``height x width`` feature map in ``[-1, 1]``.
 
-    ``x = linspace(-1, 1, width)`` along columns and ``y = linspace(-1, 1, height)``
-    along rows (row 0 is ``y = -1``). A size-1 axis gets the single coordinate 0.
+    ``[-1, 1]`` spans the whole image (edge to edge), so cell ``i`` of ``n`` sits at
+    ``-1 + (2i + 1) / n`` (e.g. -0.75, -0.25, 0.25, 0.75 for n = 4), the centre of the image
+    region it covers; a gaze at ``mu`` therefore points at image pixel ``(mu + 1) / 2 * size``.
+    Rows run top to bottom (row 0 has the smallest ``y``).
 
     :return: ``(x, y)``, each of shape ``(height, width)``.
     """
 
     def axis(n: int) -> Tensor:
-        if n == 1:
-            # linspace(-1, 1, 1) would return -1; the centre is the natural choice.
-            return torch.zeros(1, device=device, dtype=dtype)
-        return torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype)
+        return -1.0 + (2.0 * torch.arange(n, device=device, dtype=dtype or torch.float32) + 1.0) / n
 
     y, x = torch.meshgrid(axis(height), axis(width), indexing="ij")
     return x, y

@@ -3,8 +3,8 @@
 
 - `NatureCNN`: the encoder of ManiSkill's `ppo_rgb.py` (Mnih et al. 2015 layout):
   8x8/4 (32) -> 4x4/2 (64) -> 3x3/1 (64); 64x4x4 for 64x64 input, 64x12x12 for 128x128.
-- `PlainConv`: the encoder of ManiSkill's `sac_rgbd.py`: four 3x3 conv + 2x2 max-pool stages
-  (16, 32, 64, 128) and a 1x1 conv; 128x4x4 for 64x64 input (one extra pool at 128x128).
+- `PlainConv`: the encoder of ManiSkill's `sac_rgbd.py`: four 3x3 conv + max-pool stages
+  (16, 32, 64, 64) and a 1x1 conv; 64x4x4 for 64x64 and 128x128 input.
 """
 
 from __future__ import annotations
@@ -27,18 +27,20 @@ class NatureCNN(nn.Sequential):
 
 
 class PlainConv(nn.Sequential):
-    """ManiSkill's PlainConv stack; output (B, 128, h, w). Images of 128 px or more are
-    max-pooled once first, as ManiSkill does, so 64 and 128 px give the same 4x4 map."""
+    """ManiSkill's sac_rgbd PlainConv stack; output (B, 64, 4, 4) for 64 or 128 px images.
+
+    The first max-pool shrinks the image to 32 px (4x4 pooling at 128 px, as in ManiSkill;
+    2x2 at 64 px), then three conv + 2x2 pool stages and a 1x1 conv.
+    """
 
     def __init__(self, in_channels: int, image_size: int):
-        pre = [nn.MaxPool2d(2, 2)] if image_size >= 128 else []
+        first_pool = max(1, image_size // 32)
         super().__init__(
-            *pre,
-            nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(first_pool, first_pool),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Conv2d(128, 128, 1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(64, 64, 1), nn.ReLU(),
         )
 
 

@@ -115,13 +115,11 @@ def gaze_policy_kwargs(
 ) -> dict[str, Any]:
     """`policy_kwargs` that put a GazeExtractor into any SB3 policy.
 
-    `method` is one of METHODS; "gaze" also sets `detach_attention` (GazePPO / GazeSAC add
-    the contrastive loss that trains the gaze head in that case).
+    `method` is one of METHODS. "gaze" builds the same network as "foveal": its contrastive
+    loss (and whether RL gradients reach the gaze head) belongs to GazePPO / GazeSAC.
     """
     if method not in METHOD_ATTENTION:
         raise ValueError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
     kwargs = dict(backbone=backbone, attention=METHOD_ATTENTION[method], attention_kwargs=attention_kwargs or {})
-    if method == "gaze":
-        kwargs["detach_attention"] = True
     kwargs.update(extractor_kwargs)
     return dict(features_extractor_class=GazeExtractor, features_extractor_kwargs=kwargs)

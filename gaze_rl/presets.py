@@ -1,0 +1,43 @@
+"""Per-task hyperparameter presets from experiments/*.toml (ManiSkill3's baseline settings)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+ALGOS = ("ppo", "sac")
+
+
+@dataclass
+class Preset:
+    """Resolved settings for one (algo, task): SB3 algorithm kwargs, policy kwargs, env fields."""
+
+    algo: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+
+
+def load_preset(algo: str, env_id: str) -> Preset:
+    """`[default]` of experiments/<algo>.toml, overridden by the task's own table if it has one."""
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}; valid choices: {', '.join(ALGOS)}")
+    text = resources.files("gaze_rl.experiments").joinpath(f"{algo}.toml").read_text()
+    tables = tomllib.loads(text)
+    default, task = tables["default"], tables.get(env_id, {})
+    return Preset(**{part: {**default.get(part, {}), **task.get(part, {})} for part in ("algo", "policy", "env")})
+
+
+def sb3_algo_kwargs(algo: str, preset_algo: dict[str, Any], num_envs: int) -> dict[str, Any]:
+    """Turns ManiSkill-style settings into SB3 constructor arguments for `num_envs` envs."""
+    kwargs = dict(preset_algo)
+    if algo == "ppo":
+        num_minibatches = kwargs.pop("num_minibatches", 1)
+        kwargs.setdefault("batch_size", max(1, kwargs["n_steps"] * num_envs // num_minibatches))
+    else:
+        # ManiSkill: every `training_freq` env steps in total, `utd * training_freq` updates.
+        training_freq, utd = kwargs.pop("training_freq", 64), kwargs.pop("utd", 0.25)
+        kwargs.setdefault("train_freq", max(1, training_freq // num_envs))
+        kwargs.setdefault("gradient_steps", max(1, round(utd * kwargs["train_freq"] * num_envs)))
+    return kwargs

@@ -1,0 +1,133 @@
+"""What a training run writes: its directory, TensorBoard names, the curve CSV, gaze pictures.
+
+A run directory holds `config.json` (everything needed to rebuild the run), `tb/`
+(TensorBoard: charts/, losses/, eval/, gaze/), `curve.csv` (one row per finished episode)
+and `checkpoints/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Image, Logger, make_output_format
+
+from gaze_rl.visualize import attention_of, overlays
+
+CURVE_COLUMNS = ("global_step", "episodic_return", "episodic_length", "success_once", "success_at_end",
+                 "env_steps_per_s", "wall_time")
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> Path:
+    """Creates the run directory; an existing non-empty one is an error unless `overwrite`."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"run directory {run_dir} already exists and is not empty; pick another --run-dir "
+                "or pass --overwrite to delete it"
+            )
+        shutil.rmtree(run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class NamespacedLogger(Logger):
+    """SB3 logger whose keys follow the CleanRL / ManiSkill names: SB3's `train/` -> `losses/`,
+    `rollout/` and `time/` -> `charts/`."""
+
+    RENAMES = {"train/": "losses/", "rollout/": "charts/", "time/": "charts/"}
+
+    @classmethod
+    def _rename(cls, key: str) -> str:
+        for old, new in cls.RENAMES.items():
+            if key.startswith(old):
+                return new + key[len(old):]
+        return key
+
+    def record(self, key: str, value: Any, exclude: str | tuple[str, ...] | None = None) -> None:
+        super().record(self._rename(key), value, exclude)
+
+    def record_mean(self, key: str, value: Any, exclude: str | tuple[str, ...] | None = None) -> None:
+        super().record_mean(self._rename(key), value, exclude)
+
+
+def make_logger(run_dir: Path, verbose: int) -> NamespacedLogger:
+    formats = [make_output_format("tensorboard", str(run_dir / "tb"))]
+    if verbose > 0:
+        formats.append(make_output_format("stdout", str(run_dir)))
+    return NamespacedLogger(str(run_dir), formats)
+
+
+class CurveLogger(BaseCallback):
+    """Writes one curve.csv row per finished episode and logs episode outcomes to `charts/`."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self._file = None
+        self._writer: Any = None
+        self._start = 0.0
+        self._start_steps = 0
+
+    def _on_training_start(self) -> None:
+        new = not self.path.exists()
+        self._file = self.path.open("a", newline="")
+        self._writer = csv.writer(self._file)
+        if new:
+            self._writer.writerow(CURVE_COLUMNS)
+        self._start, self._start_steps = time.perf_counter(), self.num_timesteps
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            episode = info.get("episode")
+            if episode is None:
+                continue
+            wall = time.perf_counter() - self._start
+            sps = (self.num_timesteps - self._start_steps) / max(wall, 1e-9)
+            row = (self.num_timesteps, episode["r"], episode["l"], int(info.get("success_once", False)),
+                   int(info.get("success_at_end", False)), round(sps, 2), round(wall, 3))
+            self._writer.writerow(row)
+            self.logger.record_mean("charts/episodic_return", float(episode["r"]))
+            self.logger.record_mean("charts/success_once", float(row[3]))
+            self.logger.record_mean("charts/success_at_end", float(row[4]))
+            self.logger.record("charts/env_steps_per_s", sps)
+        self._file.flush()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class GazeImageLogger(BaseCallback):
+    """Every `every` env steps, logs the current observations with the policy's attention drawn
+    over them as `gaze/frames` (a TensorBoard image)."""
+
+    def __init__(self, every: int, limit: int = 4):
+        super().__init__()
+        self.every, self.limit = every, limit
+        self._next = 0
+
+    def _on_step(self) -> bool:
+        if self.every <= 0 or self.num_timesteps < self._next:
+            return True
+        self._next = self.num_timesteps + self.every
+        observations = self.locals.get("new_obs")
+        if not isinstance(observations, dict):
+            return True
+        attention = attention_of(self.model, observations)
+        if attention is None:
+            return True
+        grid = np.concatenate(overlays(observations, attention, self.limit, size=192), axis=1)
+        self.logger.record("gaze/frames", Image(grid, "HWC"), exclude=("stdout", "log", "json", "csv"))
+        return True
