@@ -1,0 +1,20 @@
+# The two commands of README.md. Both set everything up first (scripts/setup.sh, idempotent).
+VENV ?= .venv
+TRAIN_ARGS ?=
+
+.PHONY: setup train test test-fast
+
+setup:
+	bash scripts/setup.sh
+
+# The main job on a sensible default: a short gaze-PPO run on PushT-v1 from 64x64 pixels.
+train: setup
+	$(VENV)/bin/gaze-rl train --env-id PushT-v1 --algo ppo --method gaze --total-timesteps 4000 $(TRAIN_ARGS)
+
+# The whole test-suite, slow tests (real ManiSkill3 rendering and training) included.
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+# Unit tests only (seconds).
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -m "not slow"
