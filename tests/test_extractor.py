@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -38,8 +40,9 @@ def batch(space: spaces.Dict, n: int = 4, seed: int = 0) -> dict[str, torch.Tens
     [
         ("nature", 64, (64, 4, 4), NatureCNN),
         ("nature", 128, (64, 12, 12), NatureCNN),
-        ("plain", 64, (128, 4, 4), PlainConv),
-        ("plain", 128, (128, 4, 4), PlainConv),
+        # ManiSkill sac_rgbd's PlainConv (16, 32, 64, 64 channels; first pool brings the image to 32 px)
+        ("plain", 64, (64, 4, 4), PlainConv),
+        ("plain", 128, (64, 4, 4), PlainConv),
     ],
 )
 def test_feature_map_shapes(backbone, size, map_shape, cls):
@@ -123,9 +126,10 @@ def test_error_not_an_image(image_space):
 def test_error_too_small_image():
     with pytest.raises(ValueError, match=r"24x24 are too small.*'nature'.*>= 64"):
         GazeExtractor(dict_space(24), backbone="nature", attention="gaussian")
-    # PlainConv reduces 24 px to a 1x1 map: no room for a spatial gaze
+    # PlainConv keeps 24 px usable (3x3 map) but reduces 12 px to a 1x1 map: no room for a gaze
+    assert GazeExtractor(dict_space(24), backbone="plain", attention="gaussian").map_shape == (64, 3, 3)
     with pytest.raises(ValueError, match="too small for spatial attention"):
-        GazeExtractor(dict_space(24), backbone="plain", attention="gaussian")
+        GazeExtractor(dict_space(12), backbone="plain", attention="gaussian")
 
 
 def test_error_unknown_backbone_and_attention():
@@ -145,7 +149,7 @@ def test_channel_last_space_is_handled_or_clearly_rejected():
     try:
         ext = GazeExtractor(space, attention="gaussian")
     except ValueError as err:
-        assert "channel" in str(err).lower(), str(err)
+        assert re.search(r"channel[- ]?(first|last)|transpose", str(err), re.IGNORECASE), str(err)
     else:
         assert ext.map_shape == (64, 4, 4)
 
@@ -192,8 +196,9 @@ def test_attached_attention_gets_rl_gradients():
 
 def test_gaze_policy_kwargs_per_method():
     space = dict_space(64)
+    # "gaze" builds the same network as "foveal": GazePPO / GazeSAC decide about detaching
     expected = {"baseline": (NoAttention, False), "patch": (PatchAttention, False),
-                "foveal": (GaussianGaze, False), "gaze": (GaussianGaze, True)}
+                "foveal": (GaussianGaze, False), "gaze": (GaussianGaze, False)}
     assert set(METHODS) == set(expected)
     for method, (cls, detach) in expected.items():
         kwargs = gaze_policy_kwargs(method)
@@ -206,8 +211,9 @@ def test_gaze_policy_kwargs_per_method():
     ext = GazeExtractor(space, **kwargs["features_extractor_kwargs"])
     assert isinstance(ext.backbone, PlainConv) and ext.attention.num_gaussians == 3 and ext.features_dim == 8 + 256
     # explicit extractor kwargs win over the method's defaults
-    kwargs = gaze_policy_kwargs("gaze", detach_attention=False)
-    assert kwargs["features_extractor_kwargs"]["detach_attention"] is False
+    kwargs = gaze_policy_kwargs("foveal", detach_attention=True, attention="patch")
+    assert kwargs["features_extractor_kwargs"]["detach_attention"] is True
+    assert kwargs["features_extractor_kwargs"]["attention"] == "patch"
 
 
 def test_gaze_policy_kwargs_unknown_method():
