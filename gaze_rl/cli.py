@@ -1,28 +1,60 @@
-"""The `gaze-rl` command: `gaze-rl train ...`, `gaze-rl eval ...` (`--help` on each)."""
+"""The `gaze-rl` command: `gaze-rl train|eval|bench|reference ...` (`--help` on each).
+
+Each subcommand is a config dataclass (gaze_rl.config) and a function that runs it; the
+functions import their modules lazily so that `--help` and bad input answer fast.
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import Any, Callable
 
 import tyro
 
-from gaze_rl.config import EvalConfig, TrainConfig
+from gaze_rl.config import BenchConfig, EvalConfig, ReferenceConfig, TrainConfig
+
+
+def _train(cfg: TrainConfig) -> None:
+    from gaze_rl.train import train
+
+    train(cfg)
+
+
+def _eval(cfg: EvalConfig) -> None:
+    from gaze_rl.evaluate import evaluate
+
+    evaluate(cfg)
+
+
+def _bench(cfg: BenchConfig) -> None:
+    from gaze_rl.bench import bench
+
+    bench(cfg)
+
+
+def _reference(cfg: ReferenceConfig) -> None:
+    from gaze_rl.reference import check_all
+
+    if any(check_all(cfg.regenerate).values()):
+        raise SystemExit(1)
+
+
+COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
+    "train": (TrainConfig, _train),
+    "eval": (EvalConfig, _eval),
+    "bench": (BenchConfig, _bench),
+    "reference": (ReferenceConfig, _reference),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     try:
         config = tyro.extras.subcommand_cli_from_dict(
-            {"train": TrainConfig, "eval": EvalConfig}, args=argv, prog="gaze-rl",
+            {name: config_class for name, (config_class, _) in COMMANDS.items()}, args=argv, prog="gaze-rl",
             description="Teach visual RL agents where to look (ManiSkill3 + SB3).",
         )
-        if isinstance(config, TrainConfig):
-            from gaze_rl.train import train
-
-            train(config)
-        else:
-            from gaze_rl.evaluate import evaluate
-
-            evaluate(config)
+        runner = next(run for config_class, run in COMMANDS.values() if type(config) is config_class)
+        runner(config)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         # Bad input: one clear line, not a traceback.
         print(f"gaze-rl: error: {err}", file=sys.stderr)

@@ -58,8 +58,10 @@ class TrainConfig:
     """Where the run is written; default runs/<env>__<algo>__<method>__s<seed>__<time>."""
     overwrite: bool = False
     """Delete an existing, non-empty run directory instead of refusing to start."""
+    resume: Path | None = None
+    """Continue this run directory from its newest checkpoint (all other options come from its config.json)."""
     checkpoint_every: int = 10_000
-    """Save a checkpoint every N env steps (0 = only the final one)."""
+    """Save a crash-safe checkpoint every N env steps (0 = only at the end)."""
     gaze_image_every: int = 2_000
     """Log gaze pictures to TensorBoard every N env steps (0 = never)."""
     control_mode: str | None = None
@@ -104,3 +106,37 @@ class EvalConfig:
     """Where results go; default <run>/eval/."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Torch device."""
+
+
+@dataclass
+class BenchConfig:
+    """Run a grid of training runs {env} x {method} x {algo} x {seed} and aggregate the curves."""
+
+    out: Path = Path("bench")
+    """Output directory: runs/, logs/, curves.csv, summary.csv, summary.md, plots/."""
+    profile: Literal["cpu", "gpu"] = "cpu"
+    """Budget and env settings from experiments/bench.toml."""
+    envs: tuple[str, ...] = ("PushT-v1", "PokeCube-v1")
+    """Tasks."""
+    methods: tuple[Literal["baseline", "patch", "foveal", "gaze"], ...] = ("baseline", "gaze")
+    """Methods (baseline is the reference of the efficiency ratio)."""
+    algos: tuple[Literal["ppo", "sac"], ...] = ("ppo",)
+    """Algorithms."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds."""
+    total_timesteps: int | None = None
+    """Override the profile's training budget."""
+    workers: int = 1
+    """Runs at a time, as local processes (each uses num_envs env processes)."""
+    ray_address: str | None = None
+    """Run on an existing Ray cluster at this address instead ('auto' = the local one); needs gaze_rl[ray]."""
+    aggregate_only: bool = False
+    """Skip training; only aggregate the runs already in out/runs."""
+
+
+@dataclass
+class ReferenceConfig:
+    """Re-run the CI reference curves (results/reference/) and report points that moved."""
+
+    regenerate: bool = False
+    """Rewrite the reference curves instead of checking them."""

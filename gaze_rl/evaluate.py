@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecTransposeImage
 
+from gaze_rl.checkpoints import load_model
 from gaze_rl.config import EvalConfig
 from gaze_rl.envs.factory import EnvSpec, make_vec_env
 from gaze_rl.runlog import write_json
@@ -43,7 +44,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         if path is not None and path.exists():
             raise FileExistsError(f"{path} already exists; pass another --seed or --out-dir")
     algo_class = ALGO_CLASSES[run["train"]["algo"]]
-    model = algo_class.load(cfg.checkpoint, device=resolve_device(cfg.device))
+    model = load_model(algo_class, cfg.checkpoint, device=resolve_device(cfg.device))
     # Channel-first images, as the policy saw them in training (SB3 transposes there too).
     env = VecTransposeImage(make_vec_env(spec, seed=cfg.seed))
     episodes: list[dict[str, Any]] = []

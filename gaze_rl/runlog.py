@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image, Logger, make_output_format
 
@@ -35,6 +36,12 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> Path:
         shutil.rmtree(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def truncate_curve(path: Path, rows: int) -> None:
+    """Keeps the header and the first `rows` rows of a curve.csv (the rows a checkpoint saw)."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: rows + 1]))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -74,6 +81,7 @@ class CurveLogger(BaseCallback):
     def __init__(self, path: Path):
         super().__init__()
         self.path = path
+        self.rows_written = 0
         self._file = None
         self._writer: Any = None
         self._start = 0.0
@@ -81,6 +89,9 @@ class CurveLogger(BaseCallback):
 
     def _on_training_start(self) -> None:
         new = not self.path.exists()
+        if not new:  # a resumed run appends after the rows its checkpoint kept
+            with self.path.open() as f:
+                self.rows_written = sum(1 for _ in f) - 1
         self._file = self.path.open("a", newline="")
         self._writer = csv.writer(self._file)
         if new:
@@ -97,6 +108,7 @@ class CurveLogger(BaseCallback):
             row = (self.num_timesteps, episode["r"], episode["l"], int(info.get("success_once", False)),
                    int(info.get("success_at_end", False)), round(sps, 2), round(wall, 3))
             self._writer.writerow(row)
+            self.rows_written += 1
             self.logger.record_mean("charts/episodic_return", float(episode["r"]))
             self.logger.record_mean("charts/success_once", float(row[3]))
             self.logger.record_mean("charts/success_at_end", float(row[4]))
@@ -105,6 +117,7 @@ class CurveLogger(BaseCallback):
         return True
 
     def _on_training_end(self) -> None:
+        self.logger.dump(self.num_timesteps)  # SAC dumps only every few episodes: flush the rest
         if self._file is not None:
             self._file.close()
 
@@ -131,3 +144,19 @@ class GazeImageLogger(BaseCallback):
         grid = np.concatenate(overlays(observations, attention, self.limit, size=192), axis=1)
         self.logger.record("gaze/frames", Image(grid, "HWC"), exclude=("stdout", "log", "json", "csv"))
         return True
+
+
+class NonFiniteGuard(BaseCallback):
+    """After each rollout, checks every network parameter for NaN / Inf and stops training with
+    the name of the first bad parameter (the last checkpoint before it is intact)."""
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        for name, param in self.model.policy.named_parameters():
+            if not torch.isfinite(param).all():
+                raise FloatingPointError(
+                    f"non-finite values in policy parameter {name!r} at step {self.num_timesteps}; "
+                    "lower the learning rate, or resume from the last checkpoint with gaze-rl train --resume"
+                )

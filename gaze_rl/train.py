@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import sys
 import time
@@ -11,16 +12,19 @@ from typing import Any
 
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from gaze_rl.algos import GazePPO, GazeSAC
-from gaze_rl.config import TrainConfig
+from gaze_rl.checkpoints import AtomicCheckpoint, atomic_save_model, latest_checkpoint, load_model, load_state, restore_rng_state
+from gaze_rl.config import GazeOptions, TrainConfig
+from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.envs.factory import EnvSpec, check_spec, make_vec_env
 from gaze_rl.nets.attention import GaussianGaze
 from gaze_rl.nets.extractor import gaze_policy_kwargs
 from gaze_rl.presets import Preset, load_preset, sb3_algo_kwargs
-from gaze_rl.runlog import CurveLogger, GazeImageLogger, make_logger, prepare_run_dir, write_json
+from gaze_rl.runlog import (
+    CurveLogger, GazeImageLogger, NonFiniteGuard, make_logger, prepare_run_dir, truncate_curve, write_json,
+)
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": GazePPO, "sac": GazeSAC}
 
@@ -94,7 +98,9 @@ def machine_info() -> dict[str, Any]:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Runs one training run and returns its directory."""
+    """Runs one training run (or resumes one, with `cfg.resume`) and returns its directory."""
+    if cfg.resume is not None:
+        return resume(cfg.resume)
     validate(cfg)
     device = resolve_device(cfg.device)
     run_dir = prepare_run_dir(cfg.run_dir or default_run_dir(cfg), cfg.overwrite)
@@ -108,23 +114,75 @@ def train(cfg: TrainConfig) -> Path:
     env = make_vec_env(spec, seed=cfg.seed)
     try:
         model = build_model(cfg, env, preset, device)
+    except BaseException:
+        env.close()
+        raise
+    return learn(cfg, run_dir, env, model)
+
+
+def resume(run_dir: Path) -> Path:
+    """Continues a run from its newest checkpoint: same config, step counter, optimizers and RNG
+    states; the curve keeps only the episodes the checkpoint had seen. Envs restart from a
+    reset (seeded by the checkpoint's step), so the episodes in flight at the kill are dropped."""
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found; --resume takes a run directory written by gaze-rl train")
+    saved = json.loads(config_path.read_text())
+    cfg = train_config_from_dict(saved["train"])
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        raise FileNotFoundError(f"no checkpoint with a state file in {run_dir / 'checkpoints'} to resume from; "
+                                "runs save one every --checkpoint-every steps")
+    model_path, state_path = found
+    state = load_state(state_path)
+    if (run_dir / "curve.csv").exists():
+        truncate_curve(run_dir / "curve.csv", state["curve_rows"])
+    env = make_vec_env(EnvSpec(**saved["env"]), seed=cfg.seed + state["num_timesteps"])
+    try:
+        model = load_model(ALGO_CLASSES[cfg.algo], model_path, env=env, device=resolve_device(cfg.device))
+    except BaseException:
+        env.close()
+        raise
+    restore_rng_state(state)  # SB3's load re-seeds from the run's seed; continue the saved streams
+    print(f"Resuming {run_dir} from step {state['num_timesteps']} ({model_path.name})")
+    return learn(cfg, run_dir, env, model)
+
+
+def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuilds a TrainConfig saved with dataclasses.asdict (nested options included)."""
+    data = dict(data)
+    data["gaze"] = GazeOptions(**data["gaze"])
+    data["contrastive"] = ContrastiveConfig(**data["contrastive"])
+    data["run_dir"] = Path(data["run_dir"]) if data["run_dir"] else None
+    data["resume"] = None
+    return TrainConfig(**data)
+
+
+def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm) -> Path:
+    """Trains `model` up to cfg.total_timesteps, logging into run_dir; saves checkpoints."""
+    checkpoints = run_dir / "checkpoints"
+    try:
         model.set_logger(make_logger(run_dir, cfg.verbose))
-        callbacks = [CurveLogger(run_dir / "curve.csv"), GazeImageLogger(cfg.gaze_image_every)]
-        if cfg.checkpoint_every > 0:
-            callbacks.append(CheckpointCallback(max(1, cfg.checkpoint_every // cfg.num_envs),
-                                                str(run_dir / "checkpoints"), name_prefix="step"))
+        curve = CurveLogger(run_dir / "curve.csv")
+        checkpoint = AtomicCheckpoint(checkpoints, cfg.checkpoint_every or cfg.total_timesteps,
+                                      lambda: curve.rows_written)
+        callbacks = [curve, GazeImageLogger(cfg.gaze_image_every), NonFiniteGuard(), checkpoint]
+        remaining = cfg.total_timesteps - model.num_timesteps
         try:
-            model.learn(cfg.total_timesteps, callback=callbacks, progress_bar=cfg.progress_bar)
+            # log_interval=1: PPO logs every iteration, SAC every episode.
+            model.learn(remaining, callback=callbacks, log_interval=1,
+                        reset_num_timesteps=model.num_timesteps == 0, progress_bar=cfg.progress_bar)
         except KeyboardInterrupt:
-            model.save(run_dir / "checkpoints" / "interrupted.zip")
-            print(f"\nInterrupted: saved {run_dir / 'checkpoints' / 'interrupted.zip'}")
+            path = checkpoint.save(model.num_timesteps)
+            print(f"\nInterrupted at step {model.num_timesteps}: saved {path}; continue with "
+                  f"gaze-rl train --resume {run_dir}")
             raise
-        model.save(run_dir / "checkpoints" / "final.zip")
+        atomic_save_model(model, checkpoints / "final.zip")
     finally:
         env.close()
     print(f"\nRun directory: {run_dir}\n"
           f"  learning curve: {run_dir / 'curve.csv'}\n"
-          f"  checkpoint:     {run_dir / 'checkpoints' / 'final.zip'}\n"
+          f"  checkpoint:     {checkpoints / 'final.zip'}\n"
           f"  TensorBoard:    tensorboard --logdir {run_dir / 'tb'}\n"
-          f"  evaluate:       gaze-rl eval --checkpoint {run_dir / 'checkpoints' / 'final.zip'} --video")
+          f"  evaluate:       gaze-rl eval --checkpoint {checkpoints / 'final.zip'} --video")
     return run_dir

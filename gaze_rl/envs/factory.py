@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
 from gaze_rl.envs.batched import ManiSkillBatchedVecEnv
 from gaze_rl.envs.single import make_single_env
@@ -43,6 +43,35 @@ class EnvSpec:
     """Run every episode to the time limit (success does not end it), as ManiSkill does for PushT."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for gym.make (task options such as robot_uids)."""
+
+
+class WorkerGuard(VecEnvWrapper):
+    """Turns a dead env worker process into an error that names the task and seed (SB3 would
+    raise a bare EOFError or BrokenPipeError from its pipe)."""
+
+    def __init__(self, venv: VecEnv, env_id: str, seed: int | None):
+        super().__init__(venv)
+        self.env_id, self.seed_value = env_id, seed
+
+    def _died(self, err: BaseException) -> RuntimeError:
+        alive = [p.is_alive() for p in getattr(self.venv, "processes", [])]
+        dead = [i for i, ok in enumerate(alive) if not ok]
+        return RuntimeError(
+            f"env worker process(es) {dead or '?'} of {self.env_id} (seed {self.seed_value}) died "
+            f"({type(err).__name__}); check memory and the Vulkan driver, then resume with gaze-rl train --resume"
+        )
+
+    def reset(self):
+        try:
+            return self.venv.reset()
+        except (EOFError, ConnectionError, BrokenPipeError) as err:
+            raise self._died(err) from None
+
+    def step_wait(self):
+        try:
+            return self.venv.step_wait()
+        except (EOFError, ConnectionError, BrokenPipeError) as err:
+            raise self._died(err) from None
 
 
 def resolve_sim_backend(sim_backend: str) -> str:
@@ -118,7 +147,10 @@ def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **over
         )
         env_fns = [lambda: make_single_env(spec.env_id, **kwargs) for _ in range(spec.num_envs)]
         # physx_cpu holds one env per process; a single env stays in-process (cheaper, debuggable).
-        vec_env = SubprocVecEnv(env_fns, start_method="forkserver") if spec.num_envs > 1 else DummyVecEnv(env_fns)
+        if spec.num_envs > 1:
+            vec_env = WorkerGuard(SubprocVecEnv(env_fns, start_method="forkserver"), spec.env_id, seed)
+        else:
+            vec_env = DummyVecEnv(env_fns)
     if seed is not None:
         vec_env.seed(seed)
     return vec_env

@@ -1,0 +1,87 @@
+"""Curve arithmetic and the bench summary on hand-made curve files (no training)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from gaze_rl.bench import RunSpec, bench, summarise, train_command, write_curves
+from gaze_rl.config import BenchConfig
+from gaze_rl.curves import band, efficiency_ratio, normalised_auc, on_grid, read_curve, steps_to_reach
+from gaze_rl.runlog import CURVE_COLUMNS
+
+
+def write_run(root: Path, spec: RunSpec, steps, returns, success) -> None:
+    run = root / "runs" / spec.name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "final.zip").write_bytes(b"")
+    with (run / "curve.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CURVE_COLUMNS)
+        for i, (s, r, ok) in enumerate(zip(steps, returns, success)):
+            writer.writerow((s, r, 100, ok, ok, 30.0, 0.1 * (i + 1)))
+
+
+def test_on_grid_averages_episodes_per_interval_and_carries_forward():
+    curve = {"global_step": np.array([10, 10, 30, 50.0]), "episodic_return": np.array([1, 3, 5, 7.0])}
+    np.testing.assert_allclose(on_grid(curve, "episodic_return", np.array([5, 20, 40, 60.0])),
+                               [np.nan, 2.0, 5.0, 7.0])
+
+
+def test_band_is_a_t_interval():
+    b = band([np.array([1.0, 2.0]), np.array([3.0, 4.0]), np.array([5.0, 9.0])], np.array([1.0, 2.0]))
+    np.testing.assert_allclose(b.mean, [3.0, 5.0])
+    half = stats.t.ppf(0.975, 2) * np.array([2.0, np.std([2, 4, 9], ddof=1)]) / np.sqrt(3)
+    np.testing.assert_allclose(b.high - b.mean, half)
+    single = band([np.array([1.0, 2.0])], np.array([1.0, 2.0]))
+    np.testing.assert_allclose(single.low, single.high)
+
+
+def test_steps_auc_and_efficiency_ratio():
+    steps = np.array([100, 200, 300, 400.0])
+    baseline = np.array([0.0, 0.1, 0.2, 0.4])
+    method = np.array([0.1, 0.4, 0.6, 0.8])
+    assert steps_to_reach(steps, method, 0.5) == 300.0
+    assert steps_to_reach(steps, baseline, 0.5) is None
+    assert normalised_auc(steps, np.array([1.0, 1.0, 1.0, 1.0])) == pytest.approx(1.0)
+    # Baseline reaches its final level 0.4 at 400 steps, the method at 200: twice as efficient.
+    assert efficiency_ratio(steps, baseline, method) == pytest.approx(2.0)
+    assert efficiency_ratio(steps, method, baseline) is None
+
+
+def test_summary_plots_and_curves_csv(tmp_path):
+    cfg = BenchConfig(out=tmp_path, envs=("PushT-v1",), methods=("baseline", "gaze"), seeds=(0, 1),
+                      aggregate_only=True)
+    steps = [100, 200, 300, 400]
+    for seed in (0, 1):
+        write_run(tmp_path, RunSpec("PushT-v1", "ppo", "baseline", seed), steps, [1, 2, 3, 4], [0, 0, 0, 1])
+        write_run(tmp_path, RunSpec("PushT-v1", "ppo", "gaze", seed), steps, [2, 4, 5, 6], [0, 1, 1, 1])
+    rows = bench(cfg)
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["gaze"]["final_success_once"] == 1.0
+    assert by_method["gaze"]["efficiency_ratio_return"] == pytest.approx(2.0)
+    assert by_method["baseline"]["efficiency_ratio_return"] == pytest.approx(1.0)
+    assert (tmp_path / "plots" / "PushT-v1__ppo.png").stat().st_size > 5_000
+    assert "gaze" in (tmp_path / "summary.md").read_text()
+    with (tmp_path / "curves.csv").open() as f:
+        combined = list(csv.DictReader(f))
+    assert len(combined) == 16
+    assert set(combined[0]) == {"method", "algo", "env", "seed", "step", "return", "success_once",
+                                "success_at_end", "wall_s"}
+
+
+def test_train_command_uses_profile_and_resumes_only_unfinished(tmp_path):
+    cfg = BenchConfig(out=tmp_path, profile="cpu", total_timesteps=2048)
+    command = train_command(RunSpec("PokeCube-v1", "sac", "gaze", 1), cfg, tmp_path / "r")
+    joined = " ".join(command)
+    assert "--total-timesteps 2048" in joined and "--num-envs 2" in joined and "--learning-starts 1000" in joined
+    assert "--threshold" not in joined
+
+
+def test_unknown_profile_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown profile"):
+        bench(BenchConfig(out=tmp_path, profile="tpu"))  # type: ignore[arg-type]

@@ -1,0 +1,32 @@
+"""CI regression of learning curves: the committed references and the band check."""
+
+from __future__ import annotations
+
+import pytest
+
+from gaze_rl.reference import REFERENCE_DIR, REFERENCE_RUNS, compare, read_reference, run_reference
+
+
+def test_every_reference_run_has_a_committed_curve():
+    for run in REFERENCE_RUNS:
+        assert (REFERENCE_DIR / f"{run.name}.csv").is_file(), f"regenerate with: gaze-rl reference --regenerate"
+
+
+def test_compare_flags_a_hand_edited_point():
+    reference = read_reference(REFERENCE_DIR / f"{REFERENCE_RUNS[0].name}.csv")
+    assert compare(reference, reference) == []
+    edited = [dict(row) for row in reference]
+    edited[2]["episodic_return"] = str(float(edited[2]["episodic_return"]) + 1.0)
+    moved = compare(edited, reference)
+    assert len(moved) == 1 and "episode 2" in moved[0] and "episodic_return" in moved[0]
+    edited = [dict(row) for row in reference]
+    edited[-1]["success_once"] = str(1 - int(edited[-1]["success_once"]))
+    assert any("success_once" in line for line in compare(edited, reference))
+    assert compare(reference[:-1], reference) == [f"{len(reference) - 1} episodes, reference has {len(reference)}"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", REFERENCE_RUNS, ids=lambda r: r.name)
+def test_curve_stays_in_its_band(run):
+    moved = compare(run_reference(run), read_reference(REFERENCE_DIR / f"{run.name}.csv"))
+    assert not moved, "curve points moved:\n" + "\n".join(moved)
