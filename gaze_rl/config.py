@@ -102,6 +102,8 @@ class EvalConfig:
     """Use the policy's mean action instead of sampling."""
     video: bool = False
     """Write an mp4 of the episodes with the gaze drawn on each frame."""
+    variant: Literal["none", "clutter", "lighting"] | None = None
+    """Evaluate on a visual robustness variant of the task (None = the variant trained on)."""
     out_dir: Path | None = None
     """Where results go; default <run>/eval/."""
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -37,8 +37,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     run = load_run_config(cfg.checkpoint)
     # One in-process env, run to the time limit so success_at_end means what ManiSkill means.
     spec = EnvSpec(**{**run["env"], "num_envs": 1, "ignore_terminations": True})
+    if cfg.variant is not None:
+        spec.variant = cfg.variant
     out_dir = cfg.out_dir or cfg.checkpoint.resolve().parent.parent / "eval"
-    stem = f"{cfg.checkpoint.stem}__seed{cfg.seed}"
+    stem = f"{cfg.checkpoint.stem}__seed{cfg.seed}" + (f"__{spec.variant}" if spec.variant != "none" else "")
     result_path, video_path = out_dir / f"{stem}.json", out_dir / f"{stem}.mp4"
     for path in (result_path, video_path if cfg.video else None):
         if path is not None and path.exists():
@@ -64,7 +66,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     finally:
         env.close()
     summary = {
-        "checkpoint": str(cfg.checkpoint), "env_id": spec.env_id, "episodes": cfg.episodes, "seed": cfg.seed,
+        "checkpoint": str(cfg.checkpoint), "env_id": spec.env_id, "variant": spec.variant, "episodes": cfg.episodes, "seed": cfg.seed,
         "deterministic": cfg.deterministic,
         "success_once": float(np.mean([e["success_once"] for e in episodes])),
         "success_at_end": float(np.mean([e["success_at_end"] for e in episodes])),
@@ -79,7 +81,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
         imageio.mimwrite(video_path, frames, fps=20, macro_block_size=1)
         summary["video"] = str(video_path)
-    print(f"{spec.env_id}: success_once {summary['success_once']:.2f}  success_at_end "
+    print(f"{spec.env_id} ({spec.variant}): success_once {summary['success_once']:.2f}  success_at_end "
           f"{summary['success_at_end']:.2f}  return {summary['return_mean']:.2f} +- {summary['return_std']:.2f} "
           f"over {cfg.episodes} episodes\nsaved {result_path}" + (f"\nvideo {video_path}" if cfg.video else ""))
     return summary

@@ -8,6 +8,7 @@ from importlib import resources
 from typing import Any
 
 ALGOS = ("ppo", "sac")
+MIN_MINIBATCH = 32
 
 
 @dataclass
@@ -34,7 +35,10 @@ def sb3_algo_kwargs(algo: str, preset_algo: dict[str, Any], num_envs: int) -> di
     kwargs = dict(preset_algo)
     if algo == "ppo":
         num_minibatches = kwargs.pop("num_minibatches", 1)
-        kwargs.setdefault("batch_size", max(1, kwargs["n_steps"] * num_envs // num_minibatches))
+        rollout = kwargs["n_steps"] * num_envs
+        # ManiSkill's minibatch count assumes hundreds of envs; with a few CPU envs it would give
+        # minibatches of 1-3 samples (SB3 refuses 1), so keep at least MIN_MINIBATCH samples.
+        kwargs.setdefault("batch_size", max(rollout // num_minibatches, min(MIN_MINIBATCH, rollout)))
     else:
         # ManiSkill: every `training_freq` env steps in total, `utd * training_freq` updates.
         training_freq, utd = kwargs.pop("training_freq", 64), kwargs.pop("utd", 0.25)

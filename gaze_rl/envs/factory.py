@@ -11,6 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from gaze_rl.envs.batched import ManiSkillBatchedVecEnv
 from gaze_rl.envs.single import make_single_env
+from gaze_rl.envs.variants import VARIANTS, variant_env_id
 
 SIM_BACKENDS = ("auto", "physx_cpu", "physx_cuda")
 OBS_MODES = ("rgb", "rgb+state")
@@ -19,6 +20,7 @@ TESTED_ENV_IDS = ("PushT-v1", "PokeCube-v1", "PushCube-v1", "PickCube-v1")
 
 SimBackend = Literal["auto", "physx_cpu", "physx_cuda"]
 ObsMode = Literal["rgb", "rgb+state"]
+Variant = Literal["none", "clutter", "lighting"]
 
 
 @dataclass
@@ -43,6 +45,8 @@ class EnvSpec:
     """Run every episode to the time limit (success does not end it), as ManiSkill does for PushT."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for gym.make (task options such as robot_uids)."""
+    variant: Variant = "none"
+    """Visual robustness variant: 'clutter' (random visual distractors) or 'lighting' (random lights)."""
 
 
 class WorkerGuard(VecEnvWrapper):
@@ -108,6 +112,8 @@ def check_spec(spec: EnvSpec) -> None:
         raise ValueError(f"image_size must be >= 16 pixels (got {spec.image_size}); 64 or 128 are usual")
     resolve_sim_backend(spec.sim_backend)
     check_env_id(spec.env_id)
+    if spec.variant not in VARIANTS:
+        raise ValueError(f"unknown variant {spec.variant!r}; valid choices: {', '.join(VARIANTS)}")
 
 
 def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **overrides: Any) -> VecEnv:
@@ -129,7 +135,7 @@ def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **over
         from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
 
         env = gym.make(
-            spec.env_id, num_envs=spec.num_envs, obs_mode="rgb", sim_backend="physx_cuda",
+            variant_env_id(spec.env_id, spec.variant), num_envs=spec.num_envs, obs_mode="rgb", sim_backend="physx_cuda",
             render_mode="rgb_array", control_mode=spec.control_mode,
             sensor_configs=dict(width=spec.image_size, height=spec.image_size), **spec.env_kwargs,
         )
@@ -145,7 +151,7 @@ def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **over
             reward_scale=spec.reward_scale, ignore_terminations=spec.ignore_terminations,
             render_backend=render_backend, env_kwargs=spec.env_kwargs,
         )
-        env_fns = [lambda: make_single_env(spec.env_id, **kwargs) for _ in range(spec.num_envs)]
+        env_fns = [lambda: make_single_env(spec.env_id, variant=spec.variant, **kwargs) for _ in range(spec.num_envs)]
         # physx_cpu holds one env per process; a single env stays in-process (cheaper, debuggable).
         if spec.num_envs > 1:
             vec_env = WorkerGuard(SubprocVecEnv(env_fns, start_method="forkserver"), spec.env_id, seed)

@@ -13,6 +13,8 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
 
+from gaze_rl.envs.variants import variant_env_id
+
 
 class EpisodeOutcome(gym.Wrapper):
     """Reports a ManiSkill episode's success exactly once, on its last step.
@@ -63,6 +65,7 @@ def make_single_env(
     ignore_terminations: bool,
     render_backend: str,
     env_kwargs: dict[str, Any] | None = None,
+    variant: str = "none",
 ) -> gym.Env:
     """Builds one CPU-simulated ManiSkill env with Dict observations `{rgb, state}`."""
     # Imported here so that worker processes register the ManiSkill tasks themselves.
@@ -71,7 +74,7 @@ def make_single_env(
     from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
     env = gym.make(
-        env_id,
+        variant_env_id(env_id, variant),
         obs_mode="rgb",
         sim_backend="physx_cpu",
         render_backend=render_backend,
