@@ -60,6 +60,8 @@ class TrainConfig:
     """Delete an existing, non-empty run directory instead of refusing to start."""
     resume: Path | None = None
     """Continue this run directory from its newest checkpoint (all other options come from its config.json)."""
+    init_from: Path | None = None
+    """Start the policy from a pretrained one (RUN/checkpoints/final.pt of gaze-rl pretrain); its algo, method's attention, backbone, image size, obs and control mode must match."""
     checkpoint_every: int = 10_000
     """Save a crash-safe checkpoint every N env steps (0 = only at the end)."""
     gaze_image_every: int = 2_000
@@ -104,6 +106,10 @@ class EvalConfig:
     """Write an mp4 of the episodes with the gaze drawn on each frame."""
     variant: Literal["none", "clutter", "lighting"] | None = None
     """Evaluate on a visual robustness variant of the task (None = the variant trained on)."""
+    attention_on_target: bool = False
+    """Also measure the fraction of the policy's attention on the task-relevant actors (renders segmentation)."""
+    target_actors: tuple[str, ...] | None = None
+    """Task-relevant actors for --attention-on-target; None = the task's defaults (gaze_rl.imitation.saliency)."""
     out_dir: Path | None = None
     """Where results go; default <run>/eval/."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -142,3 +148,111 @@ class ReferenceConfig:
 
     regenerate: bool = False
     """Rewrite the reference curves instead of checking them."""
+
+
+@dataclass
+class DemosConfig:
+    """Generate demonstrations with ManiSkill3's motion planners (or convert a ManiSkill trajectory file), rendered with rgb, state and segmentation."""
+
+    env_id: str | None = None
+    """Task (one with a ManiSkill motion-planning solution: PushCube-v1, PickCube-v1, StackCube-v1, PullCube-v1, ...); with --from-h5, taken from the file."""
+    num: int | None = None
+    """Successful demonstrations to write; None = 10 when generating, every episode with --from-h5."""
+    out: Path | None = None
+    """Output directory (demos.h5, meta.json, raw/); default demos/<env>__<size>px__<control mode>."""
+    from_h5: Path | None = None
+    """Convert this ManiSkill trajectory .h5 (with its .json beside it) instead of generating."""
+    image_size: int = 64
+    """Camera resolution in pixels (square); must match the RL runs that use the demonstrations."""
+    control_mode: str = "pd_joint_delta_pos"
+    """Control mode the actions are converted to (the RL preset's); 'source' keeps the demonstrations' own."""
+    include_state: bool = True
+    """Record the flattened state vector beside the images (obs mode rgb+state)."""
+    seed: int = 0
+    """First env seed tried; seeds whose plan fails are skipped (and counted)."""
+    max_attempts: int | None = None
+    """Seeds tried at most; None = 2 * num + 10."""
+    overwrite: bool = False
+    """Replace an existing, non-empty output directory."""
+    progress_bar: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class SaliencyOptions:
+    """Where the demonstrator looked: the targets of the attention objectives."""
+
+    source: Literal["oracle", "heatmaps"] = "oracle"
+    """'oracle': the task-relevant actors from segmentation; 'heatmaps': your own per-frame maps (--saliency.heatmaps)."""
+    actors: tuple[str, ...] | None = None
+    """Task-relevant actors (segmentation / scene names); None = the task's defaults."""
+    shape: Literal["gaussian", "mask"] = "gaussian"
+    """Oracle maps: a Gaussian blob at each actor's centre (AutoFocus-IL) or its blurred mask."""
+    sigma: float = 0.06
+    """Blob sigma / mask blur as a fraction of the image side."""
+    camera: str | None = None
+    """Camera the saliency comes from; None = the first."""
+    heatmaps: Path | None = None
+    """An .npz or .h5 with one (frames, H, W) array per demonstration named traj_<i> (source heatmaps)."""
+    alpha: float = 0.7
+    """Temporal aggregation S_t = sum_k alpha^k S_(t-k) (AutoFocus-IL: 0.7; 0 = per frame)."""
+    window: int | None = None
+    """Frames summed by the temporal aggregation; None = the episode so far."""
+    eps: float = 0.01
+    """Smoothing of the grid distribution g: (g + eps / cells) / (1 + eps), so no cell is 0."""
+
+
+@dataclass
+class PretrainConfig:
+    """Behaviour cloning from demonstrations with a gaze-KL or saliency-MSE attention objective; the policy is the one gaze-rl train builds."""
+
+    demos: Path
+    """Demonstrations written by gaze-rl demos (the directory or its demos.h5)."""
+    env_id: str | None = None
+    """Task; None = the demonstrations' (given, it must match them)."""
+    objective: Literal["none", "gaze-kl", "saliency-mse"] = "gaze-kl"
+    """none: plain BC; gaze-kl: lambda KL(g || a) (gaze-regularised VLAs); saliency-mse: lambda MSE(g(z), S) (AutoFocus-IL)."""
+    weight: float | None = None
+    """lambda; None = the published default (gaze-kl 0.01, saliency-mse 10)."""
+    attention: Literal["auto", "map", "features"] = "auto"
+    """Policy attention the objective compares: map (gaze / patch map), features (softmax of sum_c |z_c| / beta), auto (gaze-kl: map if any; saliency-mse: features)."""
+    beta: float = 50.0
+    """Temperature of the feature softmax (AutoFocus-IL: 50)."""
+    bc_loss: Literal["mse", "nll"] = "mse"
+    """mse: squared error of the mean action; nll: negative log-likelihood of the policy's Gaussian."""
+    algo: Literal["ppo", "sac"] = "ppo"
+    """Whose policy is pretrained (the RL algorithm that will fine-tune it)."""
+    method: Literal["baseline", "patch", "foveal", "gaze"] = "gaze"
+    """Policy architecture, as in gaze-rl train (gaze: the action loss stops at the gaze map, so only the objective moves the gaze)."""
+    backbone: Literal["auto", "nature", "plain"] = "auto"
+    """Image backbone; auto = NatureCNN for PPO, PlainConv for SAC."""
+    gaze: GazeOptions = field(default_factory=GazeOptions)
+    """Gaussian gaze options (methods foveal and gaze)."""
+    saliency: SaliencyOptions = field(default_factory=SaliencyOptions)
+    """Saliency targets."""
+    steps: int = 2_000
+    """Gradient steps."""
+    batch_size: int = 128
+    """(observation, action) pairs per step."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    eval_every: int = 500
+    """Evaluate in the env every N steps (and at the end; 0 = only at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (0 = no env evaluation)."""
+    eval_seed: int = 10_000
+    """Seed of the first evaluation episode (episode i uses eval_seed + i; demonstrations use small seeds)."""
+    max_episode_steps: int | None = None
+    """Evaluation horizon; None = 1.2 x the longest demonstration, rounded up to 10, at least the task's limit."""
+    image_every: int = 500
+    """Log saliency | attention pictures to TensorBoard every N steps (0 = never)."""
+    seed: int = 0
+    """Seed of the network initialisation and the batch sampling."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Torch device."""
+    run_dir: Path | None = None
+    """Where the run is written; default runs/pretrain__<env>__<method>__<objective>__s<seed>__<time>."""
+    overwrite: bool = False
+    """Delete an existing, non-empty run directory instead of refusing to start."""
+    progress_bar: bool = True
+    """Show a progress bar."""

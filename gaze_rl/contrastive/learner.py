@@ -110,6 +110,7 @@ class ContrastiveLearner:
         self.knn = make_knn(config.knn_backend, self.device)
         self.generator = torch.Generator().manual_seed(seed)
         self.num_updates = 0
+        self.skipped_nonfinite = 0
 
     def keys(self, feature_maps: torch.Tensor) -> torch.Tensor:
         """L2-normalised k-NN keys of feature maps (B, C, h, w) -> (B, key_dim)."""
@@ -146,6 +147,11 @@ class ContrastiveLearner:
         trip = triplet_loss(z_anchor, z_pos, z_neg, cfg.margin)
         spread = spread_regularizer(out.params.sigma, cfg.spread_target)
         loss = cfg.triplet_weight * trip + cfg.spread_weight * spread
+        if not torch.isfinite(loss):
+            # Never step on NaN/Inf: skip, count, and let the logs say so.
+            self.skipped_nonfinite += 1
+            metrics["gaze/skipped_nonfinite"] = float(self.skipped_nonfinite)
+            return metrics
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -17,7 +17,7 @@ Pipeline (`gaze-rl demos`):
 beside it gives the task, seeds and control mode).
 
 demos.h5: file attributes `format`, `env_id`, `control_mode`, `image_size`, `include_state`,
-`cameras` (JSON list), `segmentation_names` (JSON {id: name}); one group `traj_<i>` per
+`cameras` (JSON list), `segmentation_names` (JSON {id: name}), `action_low`, `action_high`; one group `traj_<i>` per
 demonstration of T steps with
 `obs/rgb` (T+1, H, W, 3 * cameras) uint8, `obs/state` (T+1, D) float32, `actions` (T, A),
 `rewards` (T,), `success` (T,), `segmentation/<camera>` (T+1, H, W) int16,
@@ -110,6 +110,8 @@ class DemoSet:
     include_state: bool
     cameras: list[str]
     segmentation_names: dict[int, str]
+    action_low: np.ndarray | None = None
+    action_high: np.ndarray | None = None
     path: Path | None = None
 
     def __len__(self) -> int:
@@ -211,6 +213,12 @@ class Replayer:
                                        sim_backend="physx_cpu", max_episode_steps=_RECORDING_STEPS)
         self.segmentation_names = segmentation_names(self.env)
         self.cameras = list(self.env.unwrapped._sensors)
+        self.action_low = np.asarray(self.env.action_space.low, np.float32)
+        self.action_high = np.asarray(self.env.action_space.high, np.float32)
+
+    def demo_set(self, demos: list[Demo], image_size: int, include_state: bool) -> DemoSet:
+        return DemoSet(demos, self.env_id, self.control_mode, image_size, include_state, self.cameras,
+                       self.segmentation_names, self.action_low, self.action_high)
 
     def replay(self, actions: np.ndarray, seed: int, episode_id: int = -1,
                reset_kwargs: dict[str, Any] | None = None) -> Demo | None:
@@ -298,8 +306,7 @@ def plan_and_replay(cfg: DemosConfig, out: Path) -> tuple[DemoSet, ReplayStats]:
             f"({stats.failed_plans} failed plans, {stats.failed_replays} failed replays); raise --max-attempts"
         )
     stats.written = len(demos)
-    return DemoSet(demos, cfg.env_id, replayer.control_mode, cfg.image_size, cfg.include_state,
-                   replayer.cameras, replayer.segmentation_names), stats
+    return replayer.demo_set(demos, cfg.image_size, cfg.include_state), stats
 
 
 def read_maniskill_trajectories(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -382,8 +389,7 @@ def convert_trajectories(cfg: DemosConfig, path: Path) -> tuple[DemoSet, ReplayS
     if not demos:
         raise RuntimeError(f"none of the replayed trajectories of {path} ended in success; nothing to write")
     stats.written = len(demos)
-    return DemoSet(demos, env_id, replayer.control_mode, cfg.image_size, cfg.include_state,
-                   replayer.cameras, replayer.segmentation_names), stats
+    return replayer.demo_set(demos, cfg.image_size, cfg.include_state), stats
 
 
 def write_demos(demo_set: DemoSet, path: Path) -> None:
@@ -393,7 +399,8 @@ def write_demos(demo_set: DemoSet, path: Path) -> None:
         f.attrs.update(format=FORMAT, env_id=demo_set.env_id, control_mode=demo_set.control_mode,
                        image_size=demo_set.image_size, include_state=demo_set.include_state,
                        cameras=json.dumps(demo_set.cameras),
-                       segmentation_names=json.dumps({str(k): v for k, v in demo_set.segmentation_names.items()}))
+                       segmentation_names=json.dumps({str(k): v for k, v in demo_set.segmentation_names.items()}),
+                       action_low=demo_set.action_low, action_high=demo_set.action_high)
         for i, demo in enumerate(demo_set.demos):
             g = f.create_group(f"traj_{i}")
             g.attrs.update(seed=demo.seed, source_episode_id=demo.source_episode_id)
@@ -453,7 +460,9 @@ def load_demos(path: Path) -> DemoSet:
             raise ValueError(f"{file} holds no demonstrations")
         return DemoSet(demos, str(f.attrs["env_id"]), str(f.attrs["control_mode"]), int(f.attrs["image_size"]),
                        bool(f.attrs["include_state"]), cameras,
-                       {int(k): v for k, v in json.loads(f.attrs["segmentation_names"]).items()}, path=file)
+                       {int(k): v for k, v in json.loads(f.attrs["segmentation_names"]).items()},
+                       np.asarray(f.attrs["action_low"], np.float32), np.asarray(f.attrs["action_high"], np.float32),
+                       path=file)
 
 
 def iter_frames(demo_set: DemoSet) -> Iterator[tuple[int, int]]:

@@ -84,22 +84,26 @@ def make_segmented_env(
     monitor: bool = True,
     render_backend: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    variant: str = "none",
 ) -> gym.Env:
     """One CPU ManiSkill env whose observations match gaze_rl's RL env, with a SegmentationTap.
 
     `monitor=False` leaves out the episode bookkeeping (EpisodeOutcome, Monitor), as recording
-    does; `max_episode_steps` overrides the task's time limit (None keeps it).
+    does; `max_episode_steps` overrides the task's time limit (None keeps it); `variant` is a
+    visual robustness variant (gaze_rl.envs.variants).
     """
     import mani_skill.envs  # noqa: F401  (registers the tasks)
     import torch
     from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
     from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
+    from gaze_rl.envs.variants import variant_env_id
+
     kwargs = dict(env_kwargs or {})
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
     env = gym.make(
-        env_id,
+        variant_env_id(env_id, variant),
         obs_mode="rgb+segmentation",
         sim_backend="physx_cpu",
         render_backend=render_backend or ("gpu" if torch.cuda.is_available() else "cpu"),
