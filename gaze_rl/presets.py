@@ -38,7 +38,9 @@ def sb3_algo_kwargs(algo: str, preset_algo: dict[str, Any], num_envs: int) -> di
         rollout = kwargs["n_steps"] * num_envs
         # ManiSkill's minibatch count assumes hundreds of envs; with a few CPU envs it would give
         # minibatches of 1-3 samples (SB3 refuses 1), so keep at least MIN_MINIBATCH samples.
-        kwargs.setdefault("batch_size", max(rollout // num_minibatches, min(MIN_MINIBATCH, rollout)))
+        target = max(rollout // num_minibatches, min(MIN_MINIBATCH, rollout))
+        # The smallest divisor of the rollout at or above the target: no truncated minibatch.
+        kwargs.setdefault("batch_size", next(b for b in range(target, rollout + 1) if rollout % b == 0))
     else:
         # ManiSkill: every `training_freq` env steps in total, `utd * training_freq` updates.
         training_freq, utd = kwargs.pop("training_freq", 64), kwargs.pop("utd", 0.25)
