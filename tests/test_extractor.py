@@ -15,6 +15,8 @@ from gaze_rl.nets.attention import GaussianGaze, NoAttention, PatchAttention
 from gaze_rl.nets.encoders import NatureCNN, PlainConv
 from gaze_rl.nets.extractor import METHODS, GazeExtractor, gaze_policy_kwargs
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 STATE_DIM = 5
 
 
@@ -139,11 +141,6 @@ def test_error_unknown_backbone_and_attention():
         GazeExtractor(dict_space(64), attention="fovea")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GazeExtractor reads a channel-last (H, W, C) image space as (C, H, W) and fails with the "
-    "misleading 'images of 64x3 are too small' although its own message says (H, W, C) is accepted",
-)
 def test_channel_last_space_is_handled_or_clearly_rejected():
     space = dict_space(64, channel_first=False)
     try:

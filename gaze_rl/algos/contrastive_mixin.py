@@ -30,15 +30,20 @@ def resolve_contrastive(contrastive: ContrastiveConfig | dict[str, Any] | None) 
 
 def default_policy_kwargs(policy_kwargs: dict[str, Any] | None, contrastive: dict[str, Any] | None,
                           backbone: str) -> dict[str, Any]:
-    """The gaze extractor unless the user chose one; with the contrastive loss on, RL
+    """The gaze extractor unless the user chose another class. The user's extractor kwargs
+    refine the gaze defaults rather than replace them; with the contrastive loss on, RL
     gradients stop at the gaze map unless `rl_trains_gaze`."""
-    method = "gaze" if contrastive is not None else "foveal"
-    kwargs = {**gaze_policy_kwargs(method, backbone=backbone), **(policy_kwargs or {})}
-    if contrastive is not None and kwargs.get("features_extractor_class") is GazeExtractor:
-        extractor_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})
+    user = dict(policy_kwargs or {})
+    defaults = gaze_policy_kwargs("gaze" if contrastive is not None else "foveal", backbone=backbone)
+    kwargs = {**defaults, **user}
+    if kwargs["features_extractor_class"] is not GazeExtractor:
+        kwargs["features_extractor_kwargs"] = user.get("features_extractor_kwargs") or {}
+        return kwargs
+    extractor_kwargs = {**defaults["features_extractor_kwargs"], **(user.get("features_extractor_kwargs") or {})}
+    if contrastive is not None:
         # The contrastive config decides who trains the gaze head.
         extractor_kwargs["detach_attention"] = not contrastive["rl_trains_gaze"]
-        kwargs["features_extractor_kwargs"] = extractor_kwargs
+    kwargs["features_extractor_kwargs"] = extractor_kwargs
     return kwargs
 
 

@@ -19,9 +19,10 @@ class GazeSAC(ContrastiveMixin, SAC):
 
     Same API as SB3's SAC, plus `contrastive` (None = off) and `backbone` ("plain" as in
     ManiSkill's sac_rgbd). Actor and critics share one encoder and one gaze head
-    (`share_features_extractor=True`, as ManiSkill's sac_rgbd shares its encoder). SB3's replay
-    buffer stores no returns, so each episode's states enter the feature buffer with their
-    return-to-go when the episode ends.
+    (`share_features_extractor=True`). Note SB3's convention for a shared encoder: the actor
+    loss trains it and the critics see it detached, the opposite of ManiSkill's sac_rgbd
+    (critic-trained encoder, detached actor). SB3's replay buffer stores no returns, so each
+    episode's states enter the feature buffer with their return-to-go when the episode ends.
     """
 
     def __init__(self, policy: str | type = "MultiInputPolicy", env: Any = None, *,

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
@@ -26,8 +26,9 @@ METHODS = tuple(METHOD_ATTENTION)
 class GazeExtractor(BaseFeaturesExtractor):
     """Image backbone with attention on its last feature map, plus an optional state MLP.
 
-    :param observation_space: Dict space with a channel-first image under `image_key` (SB3
-        transposes channel-last images itself) and optionally a flat vector under `state_key`.
+    :param observation_space: Dict space with a channel-first uint8 image under `image_key`
+        (SB3 algorithms transpose channel-last env images themselves) and optionally a flat
+        vector under `state_key`.
     :param backbone: "nature" (ManiSkill ppo_rgb) or "plain" (ManiSkill sac_rgbd).
     :param attention: "none", "patch" or "gaussian" (see gaze_rl.nets.attention).
     :param attention_kwargs: options of the attention module (num_gaussians, sigma_floor, ...).
@@ -59,7 +60,13 @@ class GazeExtractor(BaseFeaturesExtractor):
         if not is_image_space(image_space, check_channels=False) or len(image_space.shape) != 3:
             raise ValueError(
                 f"observation {image_key!r} is not an image (got {image_space}); GazeExtractor needs "
-                "uint8 images of shape (H, W, C) or (C, H, W)"
+                "uint8 images of shape (C, H, W)"
+            )
+        if not is_image_space_channels_first(image_space):
+            raise ValueError(
+                f"observation {image_key!r} is channel-last {image_space.shape}; GazeExtractor takes "
+                "channel-first (C, H, W) images. SB3 algorithms transpose them for you (VecTransposeImage); "
+                "when building the extractor yourself, pass the transposed space"
             )
         in_channels, height, width = image_space.shape
         has_state = state_key in observation_space.spaces

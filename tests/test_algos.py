@@ -1,0 +1,549 @@
+"""Tests for GazePPO / GazeSAC (gaze_rl.algos) and their ContrastiveLearner.
+
+Fast tests run on `HiddenReturnEnv`, a tiny gymnasium env with ManiSkill's observation layout
+(64x64x3 uint8 image + float32 state) whose returns depend on a hidden bit drawn at reset, so
+that states that look almost alike have different returns. It is a small real env, not a mock:
+SB3's vec envs, buffers and callbacks all run for real on it. One slow test trains both
+algorithms on ManiSkill's PushT-v1 from pixels.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import CombinedExtractor
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from gaze_rl import ContrastiveConfig, GazeExtractor, GazePPO, GazeSAC, gaze_policy_kwargs
+from gaze_rl.contrastive.learner import ContrastiveLearner
+from gaze_rl.nets.attention import GaussianGaze, NoAttention
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
+IMG = 64
+
+
+class HiddenReturnEnv(gym.Env):
+    """Fixed-length episodes; reward = hidden bit (drawn at reset) + 0.1 * t / length + 0.05 * a0.
+
+    The image is a grey frame with a bright square that moves with t; the hidden bit changes one
+    pixel only, so k-NN neighbours often have different returns. Every emitted observation and
+    every (reward, terminated, truncated) is logged for hand computations.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, length: int = 6, truncate: bool = False, zero_reward: bool = False):
+        self.observation_space = spaces.Dict({
+            "rgb": spaces.Box(0, 255, (IMG, IMG, 3), np.uint8),
+            "state": spaces.Box(-np.inf, np.inf, (3,), np.float32),
+        })
+        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.length, self.truncate, self.zero_reward = length, truncate, zero_reward
+        self.steps: list[tuple[float, bool, bool]] = []  # (reward, terminated, truncated)
+        self.emitted: list[dict[str, np.ndarray]] = []  # every observation returned, in order
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        rgb = np.full((IMG, IMG, 3), 60, dtype=np.uint8)
+        x = 4 + 6 * self.t
+        rgb[24:36, x:x + 12] = 220
+        rgb[0, 0, 0] = 60 + 100 * self.hidden
+        state = np.array([self.t / self.length, self.hidden, 1.0], dtype=np.float32)
+        obs = {"rgb": rgb, "state": state}
+        self.emitted.append({k: v.copy() for k, v in obs.items()})
+        return obs
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.hidden = int(self.np_random.integers(2))
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = 0.0 if self.zero_reward else self.hidden + 0.1 * self.t / self.length + 0.05 * float(action[0])
+        self.t += 1
+        end = self.t >= self.length
+        terminated, truncated = (False, end) if self.truncate else (end, False)
+        self.steps.append((reward, terminated, truncated))
+        return self._obs(), reward, terminated, truncated, {}
+
+
+def make_env(lengths=(6,), seed: int = 0, **kwargs) -> DummyVecEnv:
+    env = DummyVecEnv([lambda n=n: Monitor(HiddenReturnEnv(length=n, **kwargs)) for n in lengths])
+    env.seed(seed)
+    return env
+
+
+def sub_envs(env: DummyVecEnv) -> list[HiddenReturnEnv]:
+    return [e.unwrapped for e in env.envs]
+
+
+def acted_from(sub: HiddenReturnEnv, n: int) -> list[dict[str, np.ndarray]]:
+    """The first n observations actions were taken from: emitted ones minus each episode's terminal one."""
+    per_episode = sub.length + 1  # o_0 .. o_L, o_L is terminal
+    return [o for j, o in enumerate(sub.emitted) if j % per_episode != sub.length][:n]
+
+
+def small_policy_kwargs(method: str = "gaze", sac: bool = False, backbone: str = "nature") -> dict:
+    kwargs = gaze_policy_kwargs(method, backbone=backbone, image_features=32, state_features=16,
+                                attention_kwargs=dict(hidden=16))
+    kwargs["net_arch"] = dict(pi=[32], qf=[32]) if sac else dict(pi=[32], vf=[32])
+    return kwargs
+
+
+SMALL_CONTRASTIVE = dict(buffer_size=2000, num_anchors=32, k=8, projection_dim=16, key_dim=32)
+
+
+def ppo(env, contrastive=SMALL_CONTRASTIVE, n_steps=16, **kwargs) -> GazePPO:
+    kwargs = {"policy_kwargs": small_policy_kwargs(), "n_steps": n_steps, "batch_size": 16,
+              "n_epochs": 2, "seed": 0, "device": "cpu", **kwargs}
+    return GazePPO("MultiInputPolicy", env, contrastive=contrastive, **kwargs)
+
+
+def sac(env, contrastive=SMALL_CONTRASTIVE, **kwargs) -> GazeSAC:
+    # NatureCNN keeps the fast tests fast on CPU; PlainConv (GazeSAC's default) runs in the slow test
+    kwargs = {"policy_kwargs": small_policy_kwargs(sac=True), "buffer_size": 1000,
+              "batch_size": 16, "learning_starts": 30, "train_freq": 8, "gradient_steps": 1,
+              "seed": 0, "device": "cpu", **kwargs}
+    return GazeSAC("MultiInputPolicy", env, contrastive=contrastive, **kwargs)
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> set[str]:
+    return {name for name, p in module.named_parameters() if not torch.equal(before[name], p.detach())}
+
+
+def names_of(owner: torch.nn.Module, sub: torch.nn.Module) -> set[str]:
+    ids = {id(p) for p in sub.parameters()}
+    return {name for name, p in owner.named_parameters() if id(p) in ids}
+
+
+def all_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+def raw_to_maps(model, emitted: list[dict[str, np.ndarray]], extractor=None) -> torch.Tensor:
+    """Feature maps of channel-last env observations, computed here (independently of the mixin)."""
+    obs = {
+        "rgb": torch.as_tensor(np.stack([o["rgb"] for o in emitted])).permute(0, 3, 1, 2),
+        "state": torch.as_tensor(np.stack([o["state"] for o in emitted])),
+    }
+    obs = preprocess_obs(obs, model.observation_space, normalize_images=True)
+    with torch.no_grad():
+        return (extractor or model._gaze_extractor()).feature_map(obs)
+
+
+def reference_returns(rewards, ends, gamma, tail_value=0.0) -> np.ndarray:
+    """Return-to-go of one env's step sequence; episodes end where `ends`, the tail bootstraps."""
+    out, running = np.zeros(len(rewards)), float(tail_value)
+    for t in reversed(range(len(rewards))):
+        if ends[t]:
+            running = 0.0
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# ContrastiveConfig and construction errors
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(k=16, buffer_size=16), r"k \(16\) must be smaller than buffer_size \(16\)"),
+        (dict(k=100, buffer_size=50), "must be smaller than buffer_size"),
+        (dict(rule="nearest"), "unknown triplet rule 'nearest'.*threshold, relative"),
+        (dict(knn_backend="annoy"), "unknown knn_backend 'annoy'.*faiss"),
+        (dict(num_anchors=0), "num_anchors must be >= 1"),
+        (dict(k=0), "k must be >= 1"),
+        (dict(update_every=0), "update_every must be >= 1"),
+        (dict(margin=-0.1), "margin and loss weights must be >= 0"),
+        (dict(spread_weight=-1.0), "margin and loss weights must be >= 0"),
+        (dict(spread_target=0.0), "spread_target must be > 0"),
+        (dict(return_discount=1.5), r"return_discount must be in \[0, 1\]"),
+    ],
+)
+def test_contrastive_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ContrastiveConfig(**kwargs)
+
+
+def test_contrastive_argument_validation():
+    env = make_env()
+    with pytest.raises(ValueError, match="must be smaller than buffer_size"):
+        GazePPO("MultiInputPolicy", env, contrastive={"k": 8, "buffer_size": 4})
+    with pytest.raises(TypeError, match="contrastive must be a ContrastiveConfig, a dict or None"):
+        GazePPO("MultiInputPolicy", env, contrastive="gaze")
+    with pytest.raises(TypeError):
+        GazePPO("MultiInputPolicy", env, contrastive={"no_such_field": 1})
+    # the contrastive loss needs a Gaussian gaze
+    with pytest.raises(ValueError, match="Gaussian gaze"):
+        GazePPO("MultiInputPolicy", env, policy_kwargs=gaze_policy_kwargs("baseline"))
+
+
+def test_gaze_sac_unshared_extractor_raises():
+    env = make_env()
+    with pytest.raises(ValueError, match="share_features_extractor=False"):
+        sac(env, policy_kwargs={**small_policy_kwargs(sac=True), "share_features_extractor": False})
+    # without the contrastive loss an unshared extractor is fine
+    model = sac(env, contrastive=None,
+                policy_kwargs={**small_policy_kwargs(sac=True), "share_features_extractor": False})
+    assert model.contrastive is None
+    assert model.critic.features_extractor is not model.actor.features_extractor
+
+
+def test_default_policies():
+    env = make_env()
+    model = GazePPO("MultiInputPolicy", env, n_steps=16, batch_size=16)
+    ext = model.policy.features_extractor
+    assert isinstance(ext, GazeExtractor) and isinstance(ext.attention, GaussianGaze)
+    assert ext.detach_attention  # contrastive on: RL gradients stop at the gaze map
+    assert type(ext.backbone).__name__ == "NatureCNN"
+    assert model.contrastive.config == ContrastiveConfig()
+    model = GazePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, contrastive={"rl_trains_gaze": True})
+    assert not model.policy.features_extractor.detach_attention
+    model = GazePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, contrastive=None)
+    assert model.contrastive is None  # the foveal ablation
+    assert isinstance(model.policy.features_extractor.attention, GaussianGaze)
+    assert not model.policy.features_extractor.detach_attention
+    model = GazeSAC("MultiInputPolicy", env, buffer_size=100)
+    assert type(model.actor.features_extractor.backbone).__name__ == "PlainConv"
+    assert model.critic.features_extractor is model.actor.features_extractor  # one shared gaze head
+    assert model.actor.features_extractor.detach_attention
+
+
+def test_custom_extractor_class_without_contrastive():
+    model = GazePPO("MultiInputPolicy", make_env(), n_steps=16, batch_size=16, contrastive=None,
+                    policy_kwargs=dict(features_extractor_class=CombinedExtractor))
+    assert isinstance(model.policy.features_extractor, CombinedExtractor)
+
+
+def test_partial_extractor_kwargs_keep_the_gaze():
+    env = make_env()
+    pk = dict(features_extractor_kwargs=dict(image_features=32))
+    model = GazePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, contrastive=None, policy_kwargs=pk)
+    assert isinstance(model.policy.features_extractor.attention, GaussianGaze)
+    model = GazePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, policy_kwargs=pk)
+    assert model.policy.features_extractor.features_dim == 32 + 256
+
+
+# --------------------------------------------------------------------------------------------
+# Which parameters each loss trains
+# --------------------------------------------------------------------------------------------
+
+
+def test_contrastive_update_changes_only_gaze_head_and_projection():
+    env = make_env(lengths=(5, 7))
+    # update_every huge: learn() collects one rollout and runs PPO, but no contrastive step
+    model = ppo(env, contrastive={**SMALL_CONTRASTIVE, "update_every": 10**6}, n_steps=32)
+    model.learn(64)
+    learner = model.contrastive
+    assert len(learner.buffer) == 64 and learner.num_updates == 0
+    policy_before, proj_before = snapshot(model.policy), snapshot(learner.projection)
+    metrics = learner.update()
+    assert metrics["gaze/num_triplets"] > 0 and np.isfinite(metrics["gaze/contrastive_loss"])
+    assert learner.num_updates == 1
+    gaze_names = names_of(model.policy, model.policy.features_extractor.attention)
+    moved = changed(policy_before, model.policy)
+    assert moved, "the contrastive step changed nothing"
+    assert moved <= gaze_names, f"contrastive step changed non-gaze parameters: {sorted(moved - gaze_names)}"
+    assert changed(proj_before, learner.projection) == set(proj_before)  # weight and bias
+    assert all_finite(model.policy)
+
+
+def test_ppo_rl_step_trains_backbone_not_detached_gaze():
+    env = make_env(lengths=(5, 7))
+    model = ppo(env, contrastive={**SMALL_CONTRASTIVE, "update_every": 10**6}, n_steps=32)
+    ext = model.policy.features_extractor
+    assert ext.detach_attention
+    before = snapshot(model.policy)
+    model.learn(64)  # one rollout, PPO's update, no contrastive step
+    moved = changed(before, model.policy)
+    gaze_names = names_of(model.policy, ext.attention)
+    assert not (moved & gaze_names), f"RL changed the detached gaze head: {sorted(moved & gaze_names)}"
+    assert names_of(model.policy, ext.backbone) <= moved
+    assert names_of(model.policy, ext.image_fc) <= moved
+    assert names_of(model.policy, model.policy.action_net) <= moved
+
+
+@pytest.mark.parametrize("how", ["rl_trains_gaze", "plain_sb3_foveal"])
+def test_rl_trains_attached_gaze(how):
+    env = make_env(lengths=(5, 7))
+    if how == "rl_trains_gaze":
+        model = ppo(env, contrastive={**SMALL_CONTRASTIVE, "update_every": 10**6, "rl_trains_gaze": True},
+                    n_steps=32)
+    else:
+        model = PPO("MultiInputPolicy", env, policy_kwargs=small_policy_kwargs("foveal"), n_steps=32,
+                    batch_size=16, n_epochs=2, seed=0, device="cpu")
+    ext = model.policy.features_extractor
+    assert not ext.detach_attention
+    before = snapshot(model.policy)
+    model.learn(64)
+    moved = changed(before, model.policy)
+    gaze_names = names_of(model.policy, ext.attention)
+    assert moved & gaze_names, "RL gradients did not reach the attached gaze head"
+    assert names_of(model.policy, ext.backbone) <= moved
+
+
+def test_plain_sb3_ppo_with_gaze_policy_kwargs_learns():
+    env = make_env(lengths=(5, 7))
+    model = PPO("MultiInputPolicy", env, policy_kwargs=gaze_policy_kwargs("foveal"), n_steps=32,
+                batch_size=32, n_epochs=1, seed=0, device="cpu")
+    assert isinstance(model.policy.features_extractor, GazeExtractor)
+    model.learn(128)
+    assert model.num_timesteps == 128
+    assert len(model.ep_info_buffer) > 0
+    assert all_finite(model.policy)
+    obs = env.reset()
+    action, _ = model.predict(obs, deterministic=True)
+    assert action.shape == (2, 2) and np.isfinite(action).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Returns that enter the feature buffer
+# --------------------------------------------------------------------------------------------
+
+
+class LastValues(BaseCallback):
+    """Value of the observation after the rollout under the rollout's (pre-update) policy, and a
+    copy of that policy's extractor (the buffer stores feature maps computed before PPO's update)."""
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        obs = self.model.policy.obs_to_tensor(self.model._last_obs)[0]
+        with torch.no_grad():
+            self.values = self.model.policy.predict_values(obs).numpy().ravel()
+        self.extractor = copy.deepcopy(self.model.policy.features_extractor)
+
+
+@pytest.mark.parametrize("return_discount", [None, 0.5])
+def test_ppo_rollout_returns_match_hand_computation(return_discount):
+    lengths, n_steps, gamma = (5, 7), 16, 0.9  # 16 steps: both envs end mid-episode
+    env = make_env(lengths=lengths)
+    model = ppo(env, contrastive={**SMALL_CONTRASTIVE, "return_discount": return_discount}, n_steps=n_steps,
+                gamma=gamma, gae_lambda=0.7)
+    cb = LastValues()
+    model.learn(n_steps * len(lengths), callback=cb)
+    discount = gamma if return_discount is None else return_discount
+    expected = np.zeros((n_steps, len(lengths)))
+    maps = []
+    for i, sub in enumerate(sub_envs(env)):
+        rewards = [r for r, _, _ in sub.steps]
+        ends = [term for _, term, _ in sub.steps]
+        assert len(rewards) == n_steps and sum(ends) == n_steps // lengths[i]
+        expected[:, i] = reference_returns(rewards, ends, discount, tail_value=cb.values[i])
+        maps.append(raw_to_maps(model, acted_from(sub, n_steps), extractor=cb.extractor))
+    buf = model.contrastive.buffer
+    assert len(buf) == n_steps * len(lengths)
+    # buffer order is time-major, env-minor (rollout_buffer.reshape(-1))
+    np.testing.assert_allclose(buf.returns.numpy(), expected.reshape(-1), rtol=1e-5, atol=1e-5)
+    expected_maps = torch.stack(maps, dim=1).flatten(0, 1)
+    torch.testing.assert_close(buf.features.float(), expected_maps, rtol=2e-3, atol=2e-3)
+    assert len(set(np.round(expected.ravel(), 4))) > 10  # the check is not vacuous
+
+
+def test_ppo_returns_of_truncated_episodes_are_within_episode():
+    lengths, n_steps, gamma = (4,), 12, 0.9  # three truncated episodes, no unfinished tail
+    env = make_env(lengths=lengths, truncate=True)
+    model = ppo(env, n_steps=n_steps, gamma=gamma, batch_size=12)
+    model.learn(n_steps)
+    sub = sub_envs(env)[0]
+    rewards = [r for r, _, _ in sub.steps]
+    ends = [trunc for _, _, trunc in sub.steps]
+    expected = reference_returns(rewards, ends, gamma)
+    np.testing.assert_allclose(model.contrastive.buffer.returns.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sac_returns_match_hand_computation():
+    lengths, steps, gamma, discount = (5, 7), 16, 0.8, 0.6
+    # truncated episodes: SAC completes them without any value bootstrap
+    env = make_env(lengths=lengths, truncate=True)
+    # learning_starts > total steps: no training, only collection (the extractor stays fixed)
+    model = sac(env, contrastive={**SMALL_CONTRASTIVE, "return_discount": discount}, gamma=gamma,
+                learning_starts=1000, train_freq=1)
+    model.learn(steps * len(lengths))
+    # episodes enter the buffer when they end: env 0 at steps 5, 10, 15; env 1 at steps 7, 14
+    ends_at = sorted((end, i) for i, n in enumerate(lengths) for end in range(n, steps + 1, n))
+    expected_returns, expected_maps = [], []
+    for end, i in ends_at:
+        sub, n = sub_envs(env)[i], lengths[i]
+        rewards = [r for r, _, _ in sub.steps][end - n:end]
+        assert [trunc for _, _, trunc in sub.steps][end - n:end] == [False] * (n - 1) + [True]
+        expected_returns.append(reference_returns(rewards, [False] * n, discount))
+        expected_maps.append(raw_to_maps(model, acted_from(sub, end)[end - n:]))
+    buf = model.contrastive.buffer
+    assert len(buf) == 3 * 5 + 2 * 7  # unfinished episodes are not stored yet
+    np.testing.assert_allclose(buf.returns.numpy(), np.concatenate(expected_returns), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(buf.features.float(), torch.cat(expected_maps), rtol=2e-3, atol=2e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# learn / save / load
+# --------------------------------------------------------------------------------------------
+
+
+def _state_equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_state_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_state_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _check_round_trip(model, loaded, obs):
+    ext, ext2 = model._gaze_extractor(), loaded._gaze_extractor()
+    assert _state_equal(ext.attention.state_dict(), ext2.attention.state_dict())
+    assert _state_equal(model.policy.state_dict(), loaded.policy.state_dict())
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    if model.contrastive is None:
+        assert loaded.contrastive is None
+        return
+    c, c2 = model.contrastive, loaded.contrastive
+    assert c2.config == c.config
+    assert _state_equal(c.projection.state_dict(), c2.projection.state_dict())
+    assert _state_equal(c.optimizer.state_dict(), c2.optimizer.state_dict())
+    assert c.optimizer.state_dict()["state"], "the optimizer state is empty: nothing was compared"
+    # the loaded gaze optimizer drives the loaded model's live gaze head and projection
+    live = {id(p) for p in list(ext2.attention.parameters()) + list(c2.projection.parameters())}
+    assert {id(p) for g in c2.optimizer.param_groups for p in g["params"]} == live
+    assert len(c2.buffer) == 0  # the feature buffer is rebuilt, not pickled
+
+
+def test_gaze_ppo_learn_save_load(tmp_path):
+    env = make_env(lengths=(5, 7))
+    model = ppo(env, n_steps=64, batch_size=32)
+    model.learn(256)
+    assert model.num_timesteps == 256
+    assert len(model.contrastive.buffer) == 256
+    assert model.contrastive.num_updates >= 1
+    assert all_finite(model.policy) and all_finite(model.contrastive.projection)
+    model.save(tmp_path / "ppo")
+    loaded = GazePPO.load(tmp_path / "ppo", env=env, device="cpu")
+    obs = env.reset()
+    _check_round_trip(model, loaded, obs)
+    # training continues after loading, and the contrastive step still trains the loaded gaze head
+    gaze_before = snapshot(loaded.policy.features_extractor.attention)
+    loaded.learn(128, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 384 and len(loaded.contrastive.buffer) == 128
+    assert changed(gaze_before, loaded.policy.features_extractor.attention)
+
+
+def test_gaze_sac_learn_save_load(tmp_path):
+    env = make_env(lengths=(6,))
+    model = sac(env)
+    model.learn(200)
+    assert len(model.contrastive.buffer) == 198  # 33 finished 6-step episodes
+    assert model.contrastive.num_updates >= 1
+    assert all_finite(model.policy) and all_finite(model.contrastive.projection)
+    model.save(tmp_path / "sac")
+    loaded = GazeSAC.load(tmp_path / "sac", env=env, device="cpu")
+    assert loaded.critic.features_extractor is loaded.actor.features_extractor
+    _check_round_trip(model, loaded, env.reset())
+
+
+def test_contrastive_none_learns_and_round_trips(tmp_path):
+    env = make_env(lengths=(5, 7))
+    model = ppo(env, contrastive=None, n_steps=32)
+    assert model.contrastive is None and not model.policy.features_extractor.detach_attention
+    model.learn(64)
+    model.save(tmp_path / "foveal")
+    loaded = GazePPO.load(tmp_path / "foveal", env=env, device="cpu")
+    _check_round_trip(model, loaded, env.reset())
+    model = sac(env, contrastive=None, learning_starts=20)
+    model.learn(40)
+    assert model.contrastive is None and all_finite(model.policy)
+
+
+# --------------------------------------------------------------------------------------------
+# No return variation: no triplets, nothing breaks
+# --------------------------------------------------------------------------------------------
+
+
+def test_learner_constant_returns_gives_no_triplets():
+    ext = GazeExtractor(spaces.Dict({"rgb": spaces.Box(0, 255, (3, IMG, IMG), np.uint8)}), attention="gaussian")
+    learner = ContrastiveLearner(ext, ContrastiveConfig(**SMALL_CONTRASTIVE))
+    maps = torch.rand(40, *ext.map_shape)
+    # no more states than k: nothing to search
+    learner.add(maps[:8], torch.ones(8))
+    assert learner.update()["gaze/num_triplets"] == 0.0
+    learner.add(maps[8:], torch.ones(32))
+    before = snapshot(ext)
+    metrics = learner.update()
+    assert metrics["gaze/num_triplets"] == 0.0 and metrics["gaze/valid_fraction"] == 0.0
+    assert metrics["gaze/buffer_size"] == 40.0
+    assert learner.num_updates == 0 and not changed(before, ext)
+    # with return variation among neighbours the same buffer gives triplets
+    learner.add(torch.rand(20, *ext.map_shape), torch.full((20,), 5.0))
+    assert learner.update()["gaze/num_triplets"] > 0 and learner.num_updates == 1
+    assert all_finite(ext)
+
+
+def test_learner_rejects_extractor_without_gaze():
+    ext = GazeExtractor(spaces.Dict({"rgb": spaces.Box(0, 255, (3, IMG, IMG), np.uint8)}), attention="none")
+    assert isinstance(ext.attention, NoAttention)
+    with pytest.raises(ValueError, match="Gaussian gaze"):
+        ContrastiveLearner(ext, ContrastiveConfig(**SMALL_CONTRASTIVE))
+
+
+def test_gaze_sac_constant_returns_no_triplets_no_nan():
+    env = make_env(lengths=(6,), zero_reward=True)
+    model = sac(env)
+    model.learn(120)
+    learner = model.contrastive
+    assert len(learner.buffer) == 120
+    assert bool((learner.buffer.returns == 0).all())
+    assert learner.update()["gaze/num_triplets"] == 0.0
+    assert learner.num_updates == 0
+    assert all_finite(model.policy) and all_finite(learner.projection)
+
+
+# --------------------------------------------------------------------------------------------
+# Real pixels
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pusht_env():
+    from gaze_rl.envs import make_vec_env
+
+    env = make_vec_env(env_id="PushT-v1", num_envs=1, image_size=64, seed=0)
+    yield env
+    env.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_learn_on_pusht_pixels(pusht_env, algo):
+    if algo == "ppo":
+        model = GazePPO("MultiInputPolicy", pusht_env, n_steps=100, batch_size=50, n_epochs=1, seed=0,
+                        device="cpu", contrastive=dict(buffer_size=1000, num_anchors=64, k=8))
+    else:
+        model = GazeSAC("MultiInputPolicy", pusht_env, buffer_size=1000, batch_size=32, learning_starts=100,
+                        train_freq=50, seed=0, device="cpu", contrastive=dict(buffer_size=1000, num_anchors=64, k=8))
+    model.learn(200)
+    learner = model.contrastive
+    assert learner.extractor.map_shape == ((64, 4, 4))
+    assert len(learner.buffer) == 200  # two 100-step episodes
+    returns = learner.buffer.returns
+    assert bool(torch.isfinite(returns).all()) and float(returns.std()) > 0
+    assert learner.num_updates >= 1
+    assert [ep["l"] for ep in model.ep_info_buffer] == [100, 100]
+    assert all_finite(model.policy)
