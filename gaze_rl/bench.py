@@ -14,10 +14,8 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import numpy as np
 
 from gaze_rl.config import BenchConfig
 from gaze_rl.curves import CURVE_METRICS, band, efficiency_ratio, normalised_auc, on_grid, read_curve, steps_to_reach
+from gaze_rl.presets import read_experiments_toml
 
 CURVE_CSV_COLUMNS = ("method", "algo", "env", "seed", "step", "return", "success_once", "success_at_end", "wall_s")
 GRID_POINTS = 20
@@ -45,7 +44,7 @@ class RunSpec:
 
 def profile_settings(profile: str, env: str, algo: str) -> dict[str, Any]:
     """The profile's settings for one (env, algo): profile, then algo table, then env table."""
-    tables = tomllib.loads(resources.files("gaze_rl.experiments").joinpath("bench.toml").read_text())
+    tables = read_experiments_toml("bench.toml")
     if profile not in tables:
         raise ValueError(f"unknown profile {profile!r}; valid choices: {', '.join(tables)}")
     base = tables[profile]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 ALGOS = ("ppo", "sac")
@@ -20,12 +21,21 @@ class Preset:
     env: dict[str, Any] = field(default_factory=dict)
 
 
+def read_experiments_toml(name: str) -> dict[str, Any]:
+    """A TOML file of experiments/: package data when installed, the checkout's folder when the
+    package is only on PYTHONPATH (as on a machine without an install)."""
+    try:
+        text = resources.files("gaze_rl.experiments").joinpath(name).read_text()
+    except ModuleNotFoundError:
+        text = (Path(__file__).resolve().parent.parent / "experiments" / name).read_text()
+    return tomllib.loads(text)
+
+
 def load_preset(algo: str, env_id: str) -> Preset:
     """`[default]` of experiments/<algo>.toml, overridden by the task's own table if it has one."""
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}; valid choices: {', '.join(ALGOS)}")
-    text = resources.files("gaze_rl.experiments").joinpath(f"{algo}.toml").read_text()
-    tables = tomllib.loads(text)
+    tables = read_experiments_toml(f"{algo}.toml")
     default, task = tables["default"], tables.get(env_id, {})
     return Preset(**{part: {**default.get(part, {}), **task.get(part, {})} for part in ("algo", "policy", "env")})
 

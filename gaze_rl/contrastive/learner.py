@@ -59,7 +59,7 @@ class ContrastiveConfig:
     return_discount: float | None = None
     """Discount of the stored return-to-go; None = the algorithm's gamma."""
     knn_backend: Literal["auto", "faiss", "torch"] = "auto"
-    """'auto': FAISS (GPU index with faiss-gpu), torch on a CUDA device without faiss-gpu."""
+    """'auto': a FAISS GPU index with faiss-gpu on CUDA, else exact torch (faster than a rebuilt flat FAISS index); 'faiss': FAISS IndexFlatIP."""
     rl_trains_gaze: bool = False
     """Also let RL gradients train the gaze head (the paper splits: contrastive only)."""
 
@@ -131,9 +131,9 @@ class ContrastiveLearner:
         if len(self.buffer) <= cfg.k:
             return metrics
         start = time.perf_counter()
-        self.knn.build(self.buffer.keys.float())
+        self.knn.build(self.buffer.keys)  # fp16 as stored; each backend computes in fp32
         anchors = sample_anchors(len(self.buffer), cfg.num_anchors, self.generator).to(self.device)
-        _, neighbors = self.knn.search(self.buffer.keys[anchors].float(), cfg.k + 1)
+        _, neighbors = self.knn.search(self.buffer.keys[anchors], cfg.k + 1)
         triplets = mine_triplets(neighbors, anchors, self.buffer.returns, cfg.rule, cfg.threshold)
         metrics["gaze/mining_ms"] = 1000.0 * (time.perf_counter() - start)
         metrics["gaze/num_triplets"] = float(len(triplets))

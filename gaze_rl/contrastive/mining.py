@@ -174,31 +174,28 @@ class FaissKNN:
 def make_knn(backend: str = "auto", device: torch.device | str = "cpu") -> TorchKNN | FaissKNN:
     """Create a k-NN searcher.
 
-    :param backend: ``"auto"``: :class:`FaissKNN` if faiss imports (on a CUDA device only
-        with faiss-gpu; :class:`TorchKNN` on the GPU otherwise), else :class:`TorchKNN`
-        with a warning naming the fix; ``"faiss"``: :class:`FaissKNN`, ``ImportError``
-        if faiss is missing; ``"torch"``: :class:`TorchKNN`.
-    :param device: device the keys live on; a CUDA device asks FaissKNN for a GPU
-        index (used when faiss has GPUs, else CPU with a warning).
+    :param backend: ``"auto"``: a FAISS GPU index when the keys are on CUDA and faiss has GPU
+        support, else :class:`TorchKNN`; ``"faiss"``: :class:`FaissKNN` (``ImportError`` naming
+        the fix if faiss is missing); ``"torch"``: :class:`TorchKNN`.
+    :param device: device the keys live on; a CUDA device asks FaissKNN for a GPU index.
+
+    Why "auto" does not pick CPU FAISS: the circular buffer forces a flat index to be rebuilt
+    every update, and measured at 100k keys, d = 256, 128 queries (results/speed/), rebuilding
+    and searching IndexFlatIP took 157 ms against 17 ms for chunked torch matmul + topk on
+    the same CPU, with identical neighbours (both are exact).
     """
     if backend not in KNN_BACKENDS:
         raise ValueError(f"unknown k-NN backend {backend!r}; choose one of {KNN_BACKENDS}.")
+    on_cuda = torch.device(device).type == "cuda"
     if backend == "torch":
         return TorchKNN()
-    try:
-        _import_faiss()
-    except ImportError:
-        if backend == "faiss":
-            raise
-        warnings.warn(
-            f"faiss is not installed, falling back to exact torch k-NN (slower on large buffers); {_FAISS_FIX}.",
-            stacklevel=2,
-        )
-        return TorchKNN()
-    on_cuda = torch.device(device).type == "cuda"
-    if backend == "auto" and on_cuda and not _faiss_has_gpu(_import_faiss()):
-        # Exact and on-device: cheaper than copying GPU-held keys into a CPU index.
-        return TorchKNN()
+    if backend == "auto":
+        try:
+            faiss = _import_faiss()
+        except ImportError:
+            return TorchKNN()
+        return FaissKNN(use_gpu=True) if on_cuda and _faiss_has_gpu(faiss) else TorchKNN()
+    _import_faiss()  # backend "faiss": fail here, with the fix, when it is missing
     return FaissKNN(use_gpu=on_cuda)
 
 

@@ -137,7 +137,8 @@ def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **over
         env = gym.make(
             variant_env_id(spec.env_id, spec.variant), num_envs=spec.num_envs, obs_mode="rgb", sim_backend="physx_cuda",
             render_mode="rgb_array", control_mode=spec.control_mode,
-            sensor_configs=dict(width=spec.image_size, height=spec.image_size), **spec.env_kwargs,
+            sensor_configs=dict(width=spec.image_size, height=spec.image_size), enhanced_determinism=True,
+            **spec.env_kwargs,
         )
         env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=include_state)
         vec_env: VecEnv = ManiSkillBatchedVecEnv(

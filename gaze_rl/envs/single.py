@@ -81,6 +81,10 @@ def make_single_env(
         render_mode="rgb_array",
         control_mode=control_mode,
         sensor_configs=dict(width=image_size, height=image_size),
+        # Re-seed every episode from the env's seeded main RNG. Without this ManiSkill draws
+        # unseeded episodes from the process's global torch RNG (shared with the policy in
+        # DummyVecEnv) and runs are not reproducible after the first episode.
+        enhanced_determinism=True,
         **(env_kwargs or {}),
     )
     env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=include_state)
