@@ -1,6 +1,12 @@
 """`GazeExtractor`: SB3 features extractor = backbone -> spatial attention -> linear, plus a
 state MLP, concatenated (ManiSkill's ppo_rgb layout with attention inserted on the last map).
 
+Two options bring DeepVision-VLA's ideas (seeds/003) to it, both off by default (then the
+network, its parameter names and its outputs are exactly the plain layout's):
+- `prune_top_k`: the linear head sees only the K highest-scoring cells (gaze_rl.nets.pruning);
+- `multi_level`: earlier conv layers, pooled to the last grid and attended, join the last map
+  (gaze_rl.nets.levels).
+
 Works in plain SB3: `PPO("MultiInputPolicy", env, policy_kwargs=gaze_policy_kwargs("foveal"))`.
 """
 
@@ -14,8 +20,10 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, make_attention
+from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, NoAttention, make_attention
 from gaze_rl.nets.encoders import feature_map_shape, make_backbone
+from gaze_rl.nets.levels import energy, fuse_levels, layer_outputs, layer_shapes, pool_to_grid
+from gaze_rl.nets.pruning import check_prune_source, check_top_k, prune_cells, pruned_features_dim
 
 # Method name -> attention kind inside the extractor. "gaze" is "foveal" plus the
 # return-guided contrastive loss, which lives in the algorithm (GazePPO / GazeSAC).
@@ -37,6 +45,12 @@ class GazeExtractor(BaseFeaturesExtractor):
     :param detach_attention: stop RL gradients at the attention map, so that only the
         contrastive loss trains the gaze head (the paper's optimisation split); the encoder
         still gets RL gradients through the attended features.
+    :param prune_top_k: keep only this many cells of the (multi-level) attended map for the
+        head, ranked by `prune_source`; None keeps every cell (no pruning).
+    :param prune_source: "attention" (the gaze / patch map; the baseline has none and uses
+        "shallow") or "shallow" (first conv layer's activation energy pooled to the grid).
+    :param multi_level: concatenate the earlier conv layers, pooled to the last grid and
+        weighted by the same attention map, with the attended last map.
     """
 
     def __init__(
@@ -50,6 +64,9 @@ class GazeExtractor(BaseFeaturesExtractor):
         detach_attention: bool = False,
         image_key: str = "rgb",
         state_key: str = "state",
+        prune_top_k: int | None = None,
+        prune_source: str = "attention",
+        multi_level: bool = False,
     ):
         if not isinstance(observation_space, spaces.Dict) or image_key not in observation_space.spaces:
             raise ValueError(
@@ -84,8 +101,17 @@ class GazeExtractor(BaseFeaturesExtractor):
                 "use image_size >= 64"
             ) from None
         channels, h, w = self.map_shape
+        check_prune_source(prune_source)
+        if prune_top_k is not None:
+            check_top_k(prune_top_k, h, w)
         self.attention = make_attention(attention, channels, h, w, **(attention_kwargs or {}))
-        self.image_fc = nn.Sequential(nn.Flatten(), nn.Linear(channels * h * w, image_features), nn.ReLU())
+        self.prune_top_k, self.multi_level = prune_top_k, multi_level
+        # Without an attention map (baseline) the only ranking there is is the shallow one.
+        self.prune_source = "shallow" if isinstance(self.attention, NoAttention) else prune_source
+        if multi_level:  # channels of every conv layer, all on the last grid
+            channels = sum(shape[0] for shape in layer_shapes(self.backbone, in_channels, height, width))
+        head_in = channels * h * w if prune_top_k is None else pruned_features_dim(channels, prune_top_k)
+        self.image_fc = nn.Sequential(nn.Flatten(), nn.Linear(head_in, image_features), nn.ReLU())
         self.state_fc = nn.Sequential(nn.Linear(state_dim, state_features), nn.ReLU()) if has_state else None
 
     @property
@@ -102,12 +128,25 @@ class GazeExtractor(BaseFeaturesExtractor):
         return self.attention(self.feature_map(observations))
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        fmap = self.feature_map(observations)
+        if self.multi_level or (self.prune_top_k is not None and self.prune_source == "shallow"):
+            levels = layer_outputs(self.backbone, observations[self.image_key])
+        else:
+            levels = [self.feature_map(observations)]
+        fmap = levels[-1]
         if self.detach_attention:
             weights = self.attention(fmap.detach()).weights.detach()
             attended = fmap * weights[:, None]
         else:
-            attended = self.attention(fmap).features
+            out = self.attention(fmap)
+            attended, weights = out.features, out.weights
+        if self.multi_level:
+            attended = fuse_levels(levels[:-1], attended, weights)
+        if self.prune_top_k is not None:
+            if self.prune_source == "attention":
+                scores = weights
+            else:
+                scores = pool_to_grid(energy(levels[0]), *self.map_shape[1:])
+            attended = prune_cells(attended, scores, self.prune_top_k)
         parts = [self.image_fc(attended)]
         if self.state_fc is not None:
             parts.append(self.state_fc(observations[self.state_key]))
