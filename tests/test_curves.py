@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gaze_rl.bench import RunSpec, bench, summarise, train_command, write_curves
+from gaze_rl.bench import RunSpec, bench, train_command
 from gaze_rl.config import BenchConfig
-from gaze_rl.curves import band, efficiency_ratio, normalised_auc, on_grid, read_curve, steps_to_reach
+from gaze_rl.curves import band, efficiency_ratio, normalised_auc, on_grid, steps_to_reach
 from gaze_rl.runlog import CURVE_COLUMNS
 
 

@@ -7,39 +7,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from gymnasium import spaces
-from stable_baselines3.common.preprocessing import preprocess_obs
 
 from gaze_rl.nets.encoders import NatureCNN, PlainConv
 from gaze_rl.nets.extractor import GazeExtractor
 from gaze_rl.nets.levels import fuse_levels, layer_indices, layer_outputs, layer_shapes
+from net_inputs import batch, dict_space, head_input
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
-
-
-def dict_space(size: int = 64) -> spaces.Dict:
-    return spaces.Dict({"rgb": spaces.Box(0, 255, (3, size, size), np.uint8),
-                        "state": spaces.Box(-np.inf, np.inf, (5,), np.float32)})
-
-
-def batch(space: spaces.Dict, n: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    raw = {"rgb": torch.randint(0, 256, (n, *space["rgb"].shape), generator=g, dtype=torch.uint8),
-           "state": torch.randn(n, 5, generator=g)}
-    return preprocess_obs(raw, space, normalize_images=True)
-
-
-def head_input(ext: GazeExtractor, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """{"x": what the extractor's linear image head receives} for one forward pass."""
-    seen: dict[str, torch.Tensor] = {}
-
-    def record(_module, inputs, _output) -> None:  # returns None: the output is left alone
-        seen["x"] = inputs[0]
-
-    handle = ext.image_fc.register_forward_hook(record)
-    ext(obs)
-    handle.remove()
-    return seen
 
 
 @pytest.mark.parametrize("backbone, size, shapes", [
@@ -74,10 +48,10 @@ def test_multi_level_shapes_and_parameter_names(backbone, size, channels, cells,
     # same parameter names (so the backbone's names stay NatureCNN's / PlainConv's); only the head is wider
     assert list(plain.state_dict()) == list(multi.state_dict())
     assert [k for k, v in plain.state_dict().items() if v.shape != multi.state_dict()[k].shape] == ["image_fc.1.weight"]
-    assert multi(batch(space)).shape == (3, 512)
+    assert multi(batch(space, n=3)).shape == (3, 512)
     pruned = GazeExtractor(space, backbone=backbone, attention=attention, multi_level=True, prune_top_k=4)
     assert pruned.image_fc[1].in_features == 4 * (channels + 2)
-    assert pruned(batch(space)).shape == (3, 512)
+    assert pruned(batch(space, n=3)).shape == (3, 512)
 
 
 def test_fuse_levels_pools_and_weights_every_level():
@@ -98,7 +72,7 @@ def test_fuse_levels_pools_and_weights_every_level():
 def test_multi_level_extractor_feeds_the_fused_map_and_trains_shallow_layers_through_it():
     torch.manual_seed(0)
     space = dict_space(64)
-    obs = batch(space)
+    obs = batch(space, n=3)
     ext = GazeExtractor(space, attention="gaussian", multi_level=True, detach_attention=True)
     with torch.no_grad():
         levels = layer_outputs(ext.backbone, obs["rgb"])
@@ -135,7 +109,7 @@ def test_default_network_is_the_plain_layout_bit_for_bit(backbone, size, attenti
     assert "image_fc.1.weight" in default.state_dict()
     n_cells = int(np.prod(default.map_shape))
     assert default.image_fc[1].in_features == n_cells
-    obs = batch(space)
+    obs = batch(space, n=3)
     with torch.no_grad():
         by_hand = torch.cat([default.image_fc(default.attention(default.backbone(obs["rgb"])).features),
                              default.state_fc(obs["state"])], dim=1)

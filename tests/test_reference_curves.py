@@ -9,7 +9,7 @@ from gaze_rl.reference import REFERENCE_DIR, REFERENCE_RUNS, compare, read_refer
 
 def test_every_reference_run_has_a_committed_curve():
     for run in REFERENCE_RUNS:
-        assert (REFERENCE_DIR / f"{run.name}.csv").is_file(), f"regenerate with: gaze-rl reference --regenerate"
+        assert (REFERENCE_DIR / f"{run.name}.csv").is_file(), "regenerate with: gaze-rl reference --regenerate"
 
 
 def test_compare_flags_a_hand_edited_point():
