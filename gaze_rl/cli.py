@@ -1,4 +1,4 @@
-"""The `gaze-rl` command: `gaze-rl train|eval|bench|reference ...` (`--help` on each).
+"""The `gaze-rl` command: `gaze-rl train|eval|analyze|bench|reference|demos|pretrain ...` (`--help` on each).
 
 Each subcommand is a config dataclass (gaze_rl.config) and a function that runs it; the
 functions import their modules lazily so that `--help` and bad input answer fast.
@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import tyro
 
-from gaze_rl.config import BenchConfig, EvalConfig, ReferenceConfig, TrainConfig
+from gaze_rl.config import AnalyzeConfig, BenchConfig, DemosConfig, EvalConfig, PretrainConfig, ReferenceConfig, TrainConfig
 
 
 def _train(cfg: TrainConfig) -> None:
@@ -24,6 +24,12 @@ def _eval(cfg: EvalConfig) -> None:
     from gaze_rl.evaluate import evaluate
 
     evaluate(cfg)
+
+
+def _analyze(cfg: AnalyzeConfig) -> None:
+    from gaze_rl.analysis import analyze
+
+    analyze(cfg)
 
 
 def _bench(cfg: BenchConfig) -> None:
@@ -39,11 +45,26 @@ def _reference(cfg: ReferenceConfig) -> None:
         raise SystemExit(1)
 
 
+def _demos(cfg: DemosConfig) -> None:
+    from gaze_rl.imitation.demos import generate
+
+    generate(cfg)
+
+
+def _pretrain(cfg: PretrainConfig) -> None:
+    from gaze_rl.imitation.bc import pretrain
+
+    pretrain(cfg)
+
+
 COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "train": (TrainConfig, _train),
     "eval": (EvalConfig, _eval),
+    "analyze": (AnalyzeConfig, _analyze),
     "bench": (BenchConfig, _bench),
     "reference": (ReferenceConfig, _reference),
+    "demos": (DemosConfig, _demos),
+    "pretrain": (PretrainConfig, _pretrain),
 }
 
 

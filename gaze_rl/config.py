@@ -50,6 +50,8 @@ class TrainConfig:
     """'rgb' or 'rgb+state' (pixels plus proprioception, as ManiSkill's ppo_rgb)."""
     sim_backend: SimBackend = "auto"
     """'auto' = physx_cuda with CUDA, else physx_cpu."""
+    variant: Literal["none", "clutter", "lighting"] = "none"
+    """Train on a visual variant of the task: 'clutter' (random visual distractors) or 'lighting'."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Torch device of the networks."""
     backbone: Literal["auto", "nature", "plain"] = "auto"
@@ -84,6 +86,12 @@ class TrainConfig:
     """Gaussian gaze options."""
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     """Return-guided contrastive loss options (method gaze)."""
+    prune_top_k: int | None = None
+    """Keep only the K highest-ranked cells of the last feature map for the policy head (DeepVision-VLA's pruning); None = all cells."""
+    prune_source: Literal["attention", "shallow"] = "attention"
+    """Ranking of --prune-top-k: the gaze / patch map (baseline: shallow), or the first conv layer's activation energy."""
+    multi_level: bool = False
+    """Fuse every conv layer, pooled to the last grid and attended, into the policy head's input (DeepVision-VLA's multi-level features)."""
     progress_bar: bool = True
     """Show a progress bar."""
     verbose: int = 0
@@ -112,6 +120,34 @@ class EvalConfig:
     """Task-relevant actors for --attention-on-target; None = the task's defaults (gaze_rl.imitation.saliency)."""
     out_dir: Path | None = None
     """Where results go; default <run>/eval/."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Torch device."""
+
+
+@dataclass
+class AnalyzeConfig:
+    """Layer-wise grounding analysis of a checkpoint (DeepVision-VLA): per conv layer, the attention-on-target of its activation energy and the action's sensitivity to zeroing the task-relevant region there."""
+
+    checkpoint: Path
+    """A .zip written by gaze-rl train (its run directory's config.json rebuilds the env)."""
+    episodes: int = 2
+    """Episodes of the deterministic policy whose observations are analysed."""
+    seed: int = 10_000
+    """Seed of the first episode (held out from training seeds by default)."""
+    every: int = 1
+    """Analyse every N-th step of the episodes (1 = every step)."""
+    target_actors: tuple[str, ...] | None = None
+    """Task-relevant actors; None = the task's defaults (gaze_rl.imitation.saliency)."""
+    cover_threshold: float = 0.5
+    """A layer's cell is in the task-relevant region when targets cover at least this fraction of it."""
+    control_draws: int = 4
+    """Random regions of equal area drawn per frame and layer for the control."""
+    compare: tuple[Path, ...] = ()
+    """Analysis JSONs of other policies to draw in the same plot (e.g. baseline next to gaze)."""
+    label: str | None = None
+    """Name of this policy in the plot; None = <method>, plus its pruning / multi-level options."""
+    out_dir: Path | None = None
+    """Where results go; default <run>/analysis/."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Torch device."""
 
@@ -250,6 +286,8 @@ class PretrainConfig:
     """Seed of the network initialisation and the batch sampling."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Torch device."""
+    torch_threads: int | None = 1
+    """CPU threads of torch (1 is ~10x faster than 2 for these small networks on a shared 2-core CPU); None = torch's default."""
     run_dir: Path | None = None
     """Where the run is written; default runs/pretrain__<env>__<method>__<objective>__s<seed>__<time>."""
     overwrite: bool = False

@@ -48,7 +48,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     algo_class = ALGO_CLASSES[run["train"]["algo"]]
     model = load_model(algo_class, cfg.checkpoint, device=resolve_device(cfg.device))
     # Channel-first images, as the policy saw them in training (SB3 transposes there too).
-    env = VecTransposeImage(make_vec_env(spec, seed=cfg.seed))
+    meter = None
+    if cfg.attention_on_target:  # the same env, rendering segmentation on the side
+        from gaze_rl.imitation.metrics import segmented_eval_env
+
+        env, meter = segmented_eval_env(model, spec, cfg.target_actors, seed=cfg.seed)
+    else:
+        env = VecTransposeImage(make_vec_env(spec, seed=cfg.seed))
     episodes: list[dict[str, Any]] = []
     frames: list[np.ndarray] = []
     try:
@@ -56,6 +62,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         while len(episodes) < cfg.episodes:
             if cfg.video:
                 frames.extend(overlays(obs, attention_of(model, obs), limit=1))
+            if meter is not None:
+                meter.observe(obs, env.get_attr("frame"))
             action, _ = model.predict(obs, deterministic=cfg.deterministic)
             obs, _, dones, infos = env.step(action)
             if dones[0]:
@@ -73,6 +81,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "return_mean": float(np.mean([e["return"] for e in episodes])),
         "return_std": float(np.std([e["return"] for e in episodes])),
         "per_episode": episodes,
+        **(meter.summary() if meter is not None else {}),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(result_path, summary)
@@ -83,5 +92,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         summary["video"] = str(video_path)
     print(f"{spec.env_id} ({spec.variant}): success_once {summary['success_once']:.2f}  success_at_end "
           f"{summary['success_at_end']:.2f}  return {summary['return_mean']:.2f} +- {summary['return_std']:.2f} "
-          f"over {cfg.episodes} episodes\nsaved {result_path}" + (f"\nvideo {video_path}" if cfg.video else ""))
+          f"over {cfg.episodes} episodes"
+          + (f"  attention-on-target {summary['attention_on_target']:.3f} (uniform {summary['attention_on_target_chance']:.3f})"
+             if meter is not None else "")
+          + f"\nsaved {result_path}" + (f"\nvideo {video_path}" if cfg.video else ""))
     return summary

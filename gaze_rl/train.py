@@ -20,7 +20,9 @@ from gaze_rl.config import GazeOptions, TrainConfig
 from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.envs.factory import EnvSpec, check_spec, make_vec_env
 from gaze_rl.nets.attention import GaussianGaze
+from gaze_rl.nets.encoders import feature_map_shape, make_backbone
 from gaze_rl.nets.extractor import gaze_policy_kwargs
+from gaze_rl.nets.pruning import check_top_k
 from gaze_rl.presets import Preset, load_preset, sb3_algo_kwargs
 from gaze_rl.runlog import (
     CurveLogger, GazeImageLogger, NonFiniteGuard, make_logger, prepare_run_dir, truncate_curve, write_json,
@@ -45,7 +47,7 @@ def env_spec_for(cfg: TrainConfig, preset: Preset) -> EnvSpec:
     if cfg.reward_scale is not None:
         env["reward_scale"] = cfg.reward_scale
     return EnvSpec(env_id=cfg.env_id, num_envs=cfg.num_envs, image_size=cfg.image_size,
-                   obs_mode=cfg.obs_mode, sim_backend=cfg.sim_backend, **env)
+                   obs_mode=cfg.obs_mode, sim_backend=cfg.sim_backend, variant=cfg.variant, **env)
 
 
 def algo_kwargs_for(cfg: TrainConfig, preset: Preset) -> dict[str, Any]:
@@ -69,17 +71,41 @@ def validate(cfg: TrainConfig) -> None:
         GaussianGaze(1, 2, 2, **cfg.gaze.as_kwargs())  # raises on bad gaze options
     resolve_device(cfg.device)
     check_spec(env_spec_for(cfg, load_preset(cfg.algo, cfg.env_id)))
+    if cfg.prune_top_k is not None:
+        check_prune_top_k(cfg)
+    if cfg.init_from is not None:
+        from gaze_rl.imitation.checkpoint import check_init_from
+
+        check_init_from(cfg.init_from, cfg)  # raises naming every architecture difference
+
+
+def check_prune_top_k(cfg: TrainConfig) -> None:
+    """Raises unless 1 <= prune_top_k <= the cells of the backbone's last map at this image size."""
+    backbone = cfg.backbone if cfg.backbone != "auto" else ("nature" if cfg.algo == "ppo" else "plain")
+    try:
+        _, h, w = feature_map_shape(make_backbone(backbone, 3, cfg.image_size), 3, cfg.image_size, cfg.image_size)
+    except RuntimeError:
+        raise ValueError(f"images of {cfg.image_size} px are too small for the {backbone!r} backbone; "
+                         "use --image-size 64 or more") from None
+    check_top_k(cfg.prune_top_k, h, w)
 
 
 def build_model(cfg: TrainConfig, env: VecEnv, preset: Preset, device: str) -> BaseAlgorithm:
     """GazePPO / GazeSAC for the method: the contrastive loss only for `gaze`."""
     backbone = cfg.backbone if cfg.backbone != "auto" else ("nature" if cfg.algo == "ppo" else "plain")
     attention_kwargs = cfg.gaze.as_kwargs() if cfg.method in ("foveal", "gaze") else {}
-    policy_kwargs = {**preset.policy, **gaze_policy_kwargs(cfg.method, backbone, attention_kwargs)}
+    deepvision = {} if cfg.prune_top_k is None and not cfg.multi_level else dict(
+        prune_top_k=cfg.prune_top_k, prune_source=cfg.prune_source, multi_level=cfg.multi_level)
+    policy_kwargs = {**preset.policy, **gaze_policy_kwargs(cfg.method, backbone, attention_kwargs, **deepvision)}
     contrastive = cfg.contrastive if cfg.method == "gaze" else None
     algo_class = ALGO_CLASSES[cfg.algo]
-    return algo_class("MultiInputPolicy", env, contrastive=contrastive, policy_kwargs=policy_kwargs,
-                      seed=cfg.seed, device=device, verbose=cfg.verbose, **algo_kwargs_for(cfg, preset))
+    model = algo_class("MultiInputPolicy", env, contrastive=contrastive, policy_kwargs=policy_kwargs,
+                       seed=cfg.seed, device=device, verbose=cfg.verbose, **algo_kwargs_for(cfg, preset))
+    if cfg.init_from is not None:  # a policy pretrained by gaze-rl pretrain
+        from gaze_rl.imitation.checkpoint import init_from_pretrained
+
+        init_from_pretrained(model, cfg.init_from, cfg)
+    return model
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:

@@ -5,8 +5,8 @@ loading runs no pickled code): `{"format", "architecture", "state_dict"}`. The s
 SB3 policy's (`MultiInputActorCriticPolicy` for PPO, SAC's policy with actor, critics and target
 critics), built exactly as `gaze-rl train` builds it (`train.build_model`). The architecture
 records what must match for the weights to mean the same thing in RL: algorithm, attention kind,
-backbone, gaze options, image size, observation mode, control mode and the preset's policy
-kwargs.
+backbone, gaze options, image size, observation mode, control mode, the preset's policy kwargs and
+the extractor options (pruning, multi-level features; pretraining uses their defaults).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ import torch
 
 FORMAT = "gaze_rl.pretrained_policy/1"
 # Fields whose mismatch makes the weights unusable (or mean something else, e.g. actions).
-MUST_MATCH = ("algo", "attention", "backbone", "gaze", "image_size", "obs_mode", "control_mode", "policy_kwargs")
+MUST_MATCH = ("algo", "attention", "backbone", "gaze", "image_size", "obs_mode", "control_mode", "policy_kwargs",
+              "extractor_options")
+# TrainConfig fields that change the extractor's layers (DeepVision-VLA options), when present.
+_EXTRACTOR_OPTIONS = ("prune_top_k", "prune_source", "multi_level")
 
 
 def train_architecture(cfg: Any) -> dict[str, Any]:
@@ -36,6 +39,7 @@ def train_architecture(cfg: Any) -> dict[str, Any]:
         "image_size": cfg.image_size, "obs_mode": cfg.obs_mode,
         "control_mode": env_spec_for(cfg, preset).control_mode, "env_id": cfg.env_id,
         "policy_kwargs": dict(preset.policy),
+        "extractor_options": {k: getattr(cfg, k) for k in _EXTRACTOR_OPTIONS if hasattr(cfg, k)},
     }
 
 

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import gymnasium as gym
 import h5py
@@ -212,7 +212,7 @@ class Replayer:
             self.source_env = gym.make(env_id, obs_mode="none", control_mode=source_control_mode,
                                        sim_backend="physx_cpu", max_episode_steps=_RECORDING_STEPS)
         self.segmentation_names = segmentation_names(self.env)
-        self.cameras = list(self.env.unwrapped._sensors)
+        self.cameras = list(self.env.unwrapped.scene.sensors)
         self.action_low = np.asarray(self.env.action_space.low, np.float32)
         self.action_high = np.asarray(self.env.action_space.high, np.float32)
 
@@ -463,13 +463,6 @@ def load_demos(path: Path) -> DemoSet:
                        {int(k): v for k, v in json.loads(f.attrs["segmentation_names"]).items()},
                        np.asarray(f.attrs["action_low"], np.float32), np.asarray(f.attrs["action_high"], np.float32),
                        path=file)
-
-
-def iter_frames(demo_set: DemoSet) -> Iterator[tuple[int, int]]:
-    """(demo index, step) of every (observation, action) pair."""
-    for i, demo in enumerate(demo_set.demos):
-        for t in range(len(demo)):
-            yield i, t
 
 
 def validate_demos_config(cfg: DemosConfig) -> None:

@@ -110,6 +110,7 @@ def make_segmented_env(
         render_mode="rgb_array",
         control_mode=control_mode,
         sensor_configs=dict(width=image_size, height=image_size),
+        enhanced_determinism=True,  # as make_single_env: unseeded resets follow the seeded main RNG
         **kwargs,
     )
     env = SegmentationTap(env)

@@ -102,3 +102,30 @@ class AttentionOnTargetMeter:
         return {"attention_on_target": aot, "attention_on_target_chance": chance,
                 "attention_on_target_lift": aot / chance if chance > 0 else float("nan"),
                 "attention_mode": self.mode}
+
+
+def segmented_eval_env(model: Any, spec: Any, actors: tuple[str, ...] | None = None, seed: int | None = None,
+                       mode: str = "auto", beta: float = 50.0) -> tuple[Any, AttentionOnTargetMeter]:
+    """`gaze-rl eval --attention-on-target`: the env of an EnvSpec (one CPU env, channel-first, the
+    same observations as make_vec_env) with segmentation on the side, and a meter for `model`."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecTransposeImage
+
+    from gaze_rl.imitation.envs import make_segmented_env, segmentation_names
+    from gaze_rl.imitation.saliency import task_targets
+
+    task_targets(spec.env_id, actors)  # raises before any env starts when the task has no defaults
+    resolve_metric_mode(policy_extractor(model), mode)
+    env = VecTransposeImage(DummyVecEnv([lambda: make_segmented_env(
+        spec.env_id, image_size=spec.image_size, control_mode=spec.control_mode,
+        include_state=spec.obs_mode == "rgb+state", ignore_terminations=spec.ignore_terminations,
+        reward_scale=spec.reward_scale, env_kwargs=spec.env_kwargs, variant=getattr(spec, "variant", "none"))]))
+    try:
+        base = env.get_attr("unwrapped")[0]
+        oracle = OracleSaliency(spec.env_id, segmentation_names(base), list(base.scene.actors), actors=actors)
+        meter = AttentionOnTargetMeter(model, oracle, mode, beta)
+    except BaseException:
+        env.close()
+        raise
+    if seed is not None:
+        env.seed(seed)
+    return env, meter
