@@ -39,6 +39,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def backbone_for(cfg: TrainConfig) -> str:
+    """The backbone a config builds: 'auto' = NatureCNN for PPO, PlainConv for SAC (ManiSkill's)."""
+    return cfg.backbone if cfg.backbone != "auto" else ("nature" if cfg.algo == "ppo" else "plain")
+
+
 def env_spec_for(cfg: TrainConfig, preset: Preset) -> EnvSpec:
     """The preset's env settings, overridden by what the user gave on the command line."""
     env = dict(preset.env)
@@ -81,7 +86,7 @@ def validate(cfg: TrainConfig) -> None:
 
 def check_prune_top_k(cfg: TrainConfig) -> None:
     """Raises unless 1 <= prune_top_k <= the cells of the backbone's last map at this image size."""
-    backbone = cfg.backbone if cfg.backbone != "auto" else ("nature" if cfg.algo == "ppo" else "plain")
+    backbone = backbone_for(cfg)
     try:
         _, h, w = feature_map_shape(make_backbone(backbone, 3, cfg.image_size), 3, cfg.image_size, cfg.image_size)
     except RuntimeError:
@@ -92,7 +97,7 @@ def check_prune_top_k(cfg: TrainConfig) -> None:
 
 def build_model(cfg: TrainConfig, env: VecEnv, preset: Preset, device: str) -> BaseAlgorithm:
     """GazePPO / GazeSAC for the method: the contrastive loss only for `gaze`."""
-    backbone = cfg.backbone if cfg.backbone != "auto" else ("nature" if cfg.algo == "ppo" else "plain")
+    backbone = backbone_for(cfg)
     attention_kwargs = cfg.gaze.as_kwargs() if cfg.method in ("foveal", "gaze") else {}
     deepvision = {} if cfg.prune_top_k is None and not cfg.multi_level else dict(
         prune_top_k=cfg.prune_top_k, prune_source=cfg.prune_source, multi_level=cfg.multi_level)

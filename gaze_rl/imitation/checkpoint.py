@@ -28,11 +28,11 @@ def train_architecture(cfg: Any) -> dict[str, Any]:
     """The architecture a TrainConfig builds (see the module docstring)."""
     from gaze_rl.nets.extractor import METHOD_ATTENTION
     from gaze_rl.presets import load_preset
-    from gaze_rl.train import env_spec_for
+    from gaze_rl.train import backbone_for, env_spec_for
 
     preset = load_preset(cfg.algo, cfg.env_id)
     attention = METHOD_ATTENTION[cfg.method]
-    backbone = cfg.backbone if cfg.backbone != "auto" else ("nature" if cfg.algo == "ppo" else "plain")
+    backbone = backbone_for(cfg)
     return {
         "algo": cfg.algo, "method": cfg.method, "attention": attention, "backbone": backbone,
         "gaze": cfg.gaze.as_kwargs() if attention == "gaussian" else {},

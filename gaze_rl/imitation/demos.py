@@ -435,7 +435,7 @@ def load_demos(path: Path) -> DemoSet:
             looks_raw = any(k.startswith("traj_") and "actions" in f[k] and "obs" not in f[k] for k in f)
             hint = (f"it looks like a ManiSkill trajectory file without rendered observations: convert it with "
                     f"`gaze-rl demos --from-h5 {file} --out DIR`" if looks_raw else
-                    f"write demonstrations with `gaze-rl demos --out DIR` (or convert ManiSkill trajectories "
+                    "write demonstrations with `gaze-rl demos --out DIR` (or convert ManiSkill trajectories "
                     f"with `gaze-rl demos --from-h5 FILE.h5 --out DIR`)")
             raise ValueError(f"{file} is not a gaze_rl demonstrations file (format {FORMAT}); {hint}")
         cameras = json.loads(f.attrs["cameras"])
