@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gaze_rl.cli import main
+from gaze_rl.config import TrainConfig
+from gaze_rl.runlog import write_json
 
 RUN_FILES = ("config.json", "curve.csv", "checkpoints/final.zip")
 
@@ -118,6 +121,14 @@ def test_existing_run_dir_is_never_overwritten(capsys, tmp_path):
     err = error_of(capsys, ["train", "--run-dir", str(run)])
     assert "already exists" in err and "--overwrite" in err
     assert (run / "notes.txt").read_text() == "precious"
+
+
+def test_resume_needs_a_run_with_a_checkpoint(capsys, tmp_path):
+    assert "--resume takes a run directory" in error_of(capsys, ["train", "--resume", str(tmp_path)])
+    # A run without any checkpoint: nothing to resume from, said before any env starts.
+    (tmp_path / "checkpoints").mkdir()
+    write_json(tmp_path / "config.json", {"train": dataclasses.asdict(TrainConfig(run_dir=tmp_path))})
+    assert "no checkpoint" in error_of(capsys, ["train", "--resume", str(tmp_path)])
 
 
 def test_eval_needs_a_run_directory(capsys, tmp_path):
