@@ -94,7 +94,8 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 class AtomicCheckpoint(BaseCallback):
-    """Saves `step_<N>.zip` + `step_<N>.state.pt` every `every` env steps, atomically."""
+    """Saves `step_<N>.zip` + `step_<N>.state.pt` atomically at the first rollout start after
+    every `every` env steps."""
 
     def __init__(self, directory: Path, every: int, curve_rows: Callable[[], int]):
         super().__init__()
@@ -105,10 +106,14 @@ class AtomicCheckpoint(BaseCallback):
         self._next = (self.num_timesteps // self.every + 1) * self.every
 
     def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        # Between a training step and the next collection: PPO has trained on every rollout
+        # so far (a mid-rollout checkpoint would drop one rollout's update), SAC likewise.
         if self.num_timesteps >= self._next:
             self._next = (self.num_timesteps // self.every + 1) * self.every
             self.save(self.num_timesteps)
-        return True
 
     def save(self, step: int) -> Path:
         path = self.directory / f"step_{step}.zip"

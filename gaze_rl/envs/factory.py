@@ -71,6 +71,12 @@ class WorkerGuard(VecEnvWrapper):
         except (EOFError, ConnectionError, BrokenPipeError) as err:
             raise self._died(err) from None
 
+    def step_async(self, actions) -> None:
+        try:
+            self.venv.step_async(actions)
+        except (EOFError, ConnectionError, BrokenPipeError) as err:
+            raise self._died(err) from None
+
     def step_wait(self):
         try:
             return self.venv.step_wait()
