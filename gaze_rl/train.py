@@ -52,7 +52,8 @@ def env_spec_for(cfg: TrainConfig, preset: Preset) -> EnvSpec:
     if cfg.reward_scale is not None:
         env["reward_scale"] = cfg.reward_scale
     return EnvSpec(env_id=cfg.env_id, num_envs=cfg.num_envs, image_size=cfg.image_size,
-                   obs_mode=cfg.obs_mode, sim_backend=cfg.sim_backend, variant=cfg.variant, **env)
+                   obs_mode=cfg.obs_mode, sim_backend=cfg.sim_backend, variant=cfg.variant,
+                   render_quality=cfg.render_quality, **env)
 
 
 def algo_kwargs_for(cfg: TrainConfig, preset: Preset) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gaze_rl.envs import make_vec_env
-from gaze_rl.envs.variants import variant_env_id
+from gaze_rl.envs.variants import task_env_id
 
 
 def first_steps(variant: str, steps: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -34,8 +34,8 @@ def test_variants_change_pixels_not_the_task():
 
 
 def test_variant_ids_and_errors():
-    assert variant_env_id("PushT-v1", "none") == "PushT-v1"
-    assert variant_env_id("PushT-v1", "clutter") == "PushT-v1-clutter"
-    assert variant_env_id("PushT-v1", "clutter") == "PushT-v1-clutter"  # registering twice is fine
+    assert task_env_id("PushT-v1", "none") == "PushT-v1"
+    assert task_env_id("PushT-v1", "clutter") == "PushT-v1-clutter"
+    assert task_env_id("PushT-v1", "clutter") == "PushT-v1-clutter"  # registering twice is fine
     with pytest.raises(ValueError, match="valid choices: none, clutter, lighting"):
-        variant_env_id("PushT-v1", "fog")
+        task_env_id("PushT-v1", "fog")

@@ -10,8 +10,9 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
 from gaze_rl.envs.batched import ManiSkillBatchedVecEnv
-from gaze_rl.envs.single import make_single_env
-from gaze_rl.envs.variants import VARIANTS, variant_env_id
+from gaze_rl.envs.fast_render import RENDER_QUALITIES
+from gaze_rl.envs.single import default_render_backend, make_single_env
+from gaze_rl.envs.variants import VARIANTS, task_env_id
 
 SIM_BACKENDS = ("auto", "physx_cpu", "physx_cuda")
 OBS_MODES = ("rgb", "rgb+state")
@@ -21,6 +22,7 @@ TESTED_ENV_IDS = ("PushT-v1", "PokeCube-v1", "PushCube-v1", "PickCube-v1")
 SimBackend = Literal["auto", "physx_cpu", "physx_cuda"]
 ObsMode = Literal["rgb", "rgb+state"]
 Variant = Literal["none", "clutter", "lighting"]
+RenderQuality = Literal["auto", "fast", "full"]
 
 
 @dataclass
@@ -47,6 +49,10 @@ class EnvSpec:
     """Extra keyword arguments for gym.make (task options such as robot_uids)."""
     variant: Variant = "none"
     """Visual robustness variant: 'clutter' (random visual distractors) or 'lighting' (random lights)."""
+    render_quality: RenderQuality = "auto"
+    """'fast': level-of-detail meshes + a cheap vertex shader (~6-8x faster software rendering, real
+    SAPIEN frames, same segmentation ids; gaze_rl.envs.fast_render); 'full': stock ManiSkill;
+    'auto': fast where SAPIEN renders on the CPU (lavapipe), full on a GPU."""
 
 
 class WorkerGuard(VecEnvWrapper):
@@ -120,6 +126,11 @@ def check_spec(spec: EnvSpec) -> None:
     check_env_id(spec.env_id)
     if spec.variant not in VARIANTS:
         raise ValueError(f"unknown variant {spec.variant!r}; valid choices: {', '.join(VARIANTS)}")
+    if spec.render_quality not in RENDER_QUALITIES:
+        raise ValueError(f"unknown render_quality {spec.render_quality!r}; valid choices: {', '.join(RENDER_QUALITIES)}")
+    if spec.render_quality == "fast" and resolve_sim_backend(spec.sim_backend) == "physx_cuda":
+        raise ValueError("render_quality 'fast' is for CPU physics (one process per env); with physx_cuda "
+                         "SAPIEN renders on the GPU: use render_quality 'full' or 'auto', or sim_backend 'physx_cpu'")
 
 
 def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **overrides: Any) -> VecEnv:
@@ -141,7 +152,7 @@ def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **over
         from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
 
         env = gym.make(
-            variant_env_id(spec.env_id, spec.variant), num_envs=spec.num_envs, obs_mode="rgb", sim_backend="physx_cuda",
+            task_env_id(spec.env_id, spec.variant), num_envs=spec.num_envs, obs_mode="rgb", sim_backend="physx_cuda",
             render_mode="rgb_array", control_mode=spec.control_mode,
             sensor_configs=dict(width=spec.image_size, height=spec.image_size), enhanced_determinism=True,
             **spec.env_kwargs,
@@ -152,11 +163,10 @@ def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **over
         )
     else:
         # Render on the GPU when there is one, even with CPU physics.
-        render_backend = "gpu" if torch.cuda.is_available() else "cpu"
         kwargs = dict(
             image_size=spec.image_size, include_state=include_state, control_mode=spec.control_mode,
             reward_scale=spec.reward_scale, ignore_terminations=spec.ignore_terminations,
-            render_backend=render_backend, env_kwargs=spec.env_kwargs,
+            render_quality=spec.render_quality, render_backend=default_render_backend(), env_kwargs=spec.env_kwargs,
         )
         env_fns = [lambda: make_single_env(spec.env_id, variant=spec.variant, **kwargs) for _ in range(spec.num_envs)]
         # physx_cpu holds one env per process; a single env stays in-process (cheaper, debuggable).

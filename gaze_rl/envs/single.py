@@ -8,12 +8,14 @@ gymnasium 1.4 + SB3 2.9, it loses the time limit and reports episode stats every
 
 from __future__ import annotations
 
+import os
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
 
-from gaze_rl.envs.variants import variant_env_id
+from gaze_rl.envs.fast_render import fast_shader_config, resolve_render_quality, use_minimal_picture_formats
+from gaze_rl.envs.variants import task_env_id
 
 
 class EpisodeOutcome(gym.Wrapper):
@@ -55,6 +57,54 @@ class ScaleReward(gym.RewardWrapper):
         return float(reward) * self.scale
 
 
+def default_render_backend() -> str:
+    """SAPIEN's render backend for CPU physics: the GPU when torch sees CUDA, else lavapipe ('cpu')."""
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def make_maniskill_env(
+    env_id: str,
+    *,
+    obs_mode: str,
+    image_size: int,
+    control_mode: str | None,
+    render_quality: str = "auto",
+    render_backend: str | None = None,
+    variant: str = "none",
+    env_kwargs: dict[str, Any] | None = None,
+) -> gym.Env:
+    """`gym.make` of one CPU-simulated ManiSkill3 task, as every gaze_rl env stack builds it
+    (RL, recording demonstrations, attention-on-target): the raw env, no wrappers."""
+    # Imported here so that worker processes register the ManiSkill tasks themselves.
+    import mani_skill.envs  # noqa: F401
+
+    render_backend = render_backend or default_render_backend()
+    quality = resolve_render_quality(render_quality, render_backend)
+    sensor_configs: dict[str, Any] = dict(width=image_size, height=image_size)
+    if quality == "fast":
+        # lavapipe's rasteriser threads cost more than they give for small frames on few cores;
+        # must be set before this process creates its Vulkan device (a user's value wins).
+        os.environ.setdefault("LP_NUM_THREADS", "0")
+        use_minimal_picture_formats()
+        sensor_configs["shader_config"] = fast_shader_config()
+    return gym.make(
+        task_env_id(env_id, variant, quality),
+        obs_mode=obs_mode,
+        sim_backend="physx_cpu",
+        render_backend=render_backend,
+        render_mode="rgb_array",
+        control_mode=control_mode,
+        sensor_configs=sensor_configs,
+        # Re-seed every episode from the env's seeded main RNG. Without this ManiSkill draws
+        # unseeded episodes from the process's global torch RNG (shared with the policy in
+        # DummyVecEnv) and runs are not reproducible after the first episode.
+        enhanced_determinism=True,
+        **(env_kwargs or {}),
+    )
+
+
 def make_single_env(
     env_id: str,
     *,
@@ -63,30 +113,18 @@ def make_single_env(
     control_mode: str | None,
     reward_scale: float,
     ignore_terminations: bool,
-    render_backend: str,
+    render_quality: str = "auto",
+    render_backend: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     variant: str = "none",
 ) -> gym.Env:
     """Builds one CPU-simulated ManiSkill env with Dict observations `{rgb, state}`."""
-    # Imported here so that worker processes register the ManiSkill tasks themselves.
-    import mani_skill.envs  # noqa: F401
     from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
     from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
-    env = gym.make(
-        variant_env_id(env_id, variant),
-        obs_mode="rgb",
-        sim_backend="physx_cpu",
-        render_backend=render_backend,
-        render_mode="rgb_array",
-        control_mode=control_mode,
-        sensor_configs=dict(width=image_size, height=image_size),
-        # Re-seed every episode from the env's seeded main RNG. Without this ManiSkill draws
-        # unseeded episodes from the process's global torch RNG (shared with the policy in
-        # DummyVecEnv) and runs are not reproducible after the first episode.
-        enhanced_determinism=True,
-        **(env_kwargs or {}),
-    )
+    env = make_maniskill_env(env_id, obs_mode="rgb", image_size=image_size, control_mode=control_mode,
+                             render_quality=render_quality, render_backend=render_backend, variant=variant,
+                             env_kwargs=env_kwargs)
     env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=include_state)
     env = CPUGymWrapper(env, ignore_terminations=ignore_terminations, record_metrics=False)
     env = EpisodeOutcome(env)

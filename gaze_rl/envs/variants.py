@@ -6,8 +6,10 @@
 - `lighting`: random ambient level and directional light colours and directions, drawn once
   per env instance (ManiSkill builds lights when it builds the scene).
 
-`variant_env_id("PushT-v1", "clutter")` registers (once per process) and returns the id of the
-variant, e.g. "PushT-v1-clutter"; `EnvSpec(variant=...)` does this for you.
+`task_env_id("PushT-v1", "clutter")` registers (once per process) and returns the id of the
+variant, e.g. "PushT-v1-clutter"; with `render_quality="fast"` the class also gets gaze_rl's
+level-of-detail meshes (gaze_rl.envs.fast_render), e.g. "PushT-v1-clutter-fastrender".
+`EnvSpec(variant=..., render_quality=...)` does this for you.
 """
 
 from __future__ import annotations
@@ -63,22 +65,33 @@ def _lighting_class(base: type) -> type:
     return Lighting
 
 
+def _named(cls: type, name: str) -> type:
+    cls.__name__ = cls.__qualname__ = name
+    return cls
+
+
 _BUILDERS = {"clutter": _clutter_class, "lighting": _lighting_class}
 
 
-def variant_env_id(env_id: str, variant: str) -> str:
-    """Registers the variant of `env_id` (idempotent) and returns its id."""
+def task_env_id(env_id: str, variant: str = "none", render_quality: str = "full") -> str:
+    """Registers `env_id`'s class with a visual variant and/or fast rendering (idempotent) and
+    returns the registered id; `env_id` itself for ("none", "full")."""
+    from gaze_rl.envs.fast_render import fast_render_class
+
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
-    if variant == "none":
-        return env_id
+    if render_quality not in ("fast", "full"):
+        raise ValueError(f"render_quality must be resolved to 'fast' or 'full' here (got {render_quality!r})")
     import mani_skill.envs  # noqa: F401
     from mani_skill.utils.registration import REGISTERED_ENVS, register_env
 
-    new_id = f"{env_id}-{variant}"
-    if new_id not in REGISTERED_ENVS:
-        base = REGISTERED_ENVS[env_id]
-        cls = _BUILDERS[variant](base.cls)
-        cls.__name__ = f"{base.cls.__name__}{variant.capitalize()}"
-        register_env(new_id, max_episode_steps=base.max_episode_steps)(cls)
+    new_id = env_id + ("" if variant == "none" else f"-{variant}") + ("-fastrender" if render_quality == "fast" else "")
+    if new_id in REGISTERED_ENVS:
+        return new_id
+    cls = REGISTERED_ENVS[env_id].cls
+    if variant != "none":
+        cls = _named(_BUILDERS[variant](cls), f"{cls.__name__}{variant.capitalize()}")
+    if render_quality == "fast":
+        cls = _named(fast_render_class(cls), f"{cls.__name__}FastRender")
+    register_env(new_id, max_episode_steps=REGISTERED_ENVS[env_id].max_episode_steps)(cls)
     return new_id

@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.monitor import Monitor
 
-from gaze_rl.envs.single import EpisodeOutcome, ScaleReward
+from gaze_rl.envs.single import EpisodeOutcome, ScaleReward, make_maniskill_env
 
 
 @dataclass
@@ -82,6 +82,7 @@ def make_segmented_env(
     max_episode_steps: int | None = None,
     reward_scale: float = 1.0,
     monitor: bool = True,
+    render_quality: str = "auto",
     render_backend: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     variant: str = "none",
@@ -90,29 +91,17 @@ def make_segmented_env(
 
     `monitor=False` leaves out the episode bookkeeping (EpisodeOutcome, Monitor), as recording
     does; `max_episode_steps` overrides the task's time limit (None keeps it); `variant` is a
-    visual robustness variant (gaze_rl.envs.variants).
+    visual robustness variant (gaze_rl.envs.variants); `render_quality` as in `EnvSpec`.
     """
-    import mani_skill.envs  # noqa: F401  (registers the tasks)
-    import torch
     from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
     from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
-
-    from gaze_rl.envs.variants import variant_env_id
 
     kwargs = dict(env_kwargs or {})
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
-    env = gym.make(
-        variant_env_id(env_id, variant),
-        obs_mode="rgb+segmentation",
-        sim_backend="physx_cpu",
-        render_backend=render_backend or ("gpu" if torch.cuda.is_available() else "cpu"),
-        render_mode="rgb_array",
-        control_mode=control_mode,
-        sensor_configs=dict(width=image_size, height=image_size),
-        enhanced_determinism=True,  # as make_single_env: unseeded resets follow the seeded main RNG
-        **kwargs,
-    )
+    env = make_maniskill_env(env_id, obs_mode="rgb+segmentation", image_size=image_size, control_mode=control_mode,
+                             render_quality=render_quality, render_backend=render_backend, variant=variant,
+                             env_kwargs=kwargs)
     env = SegmentationTap(env)
     env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=include_state)
     env = CPUGymWrapper(env, ignore_terminations=ignore_terminations, record_metrics=False)
