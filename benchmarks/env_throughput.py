@@ -1,21 +1,23 @@
-"""Env throughput from pixels: env-steps/s of gaze_rl.make_vec_env("PushT-v1") with random actions.
+"""Env throughput from pixels, render quality `fast` vs `full` side by side (gaze_rl.make_vec_env, random actions).
 
-For each number of envs N (one CPU process per env: SubprocVecEnv for N > 1, in-process
-DummyVecEnv for N = 1) and image size, it builds the vec env with `sim_backend="physx_cpu"`
-(physx_cuda cannot fetch its PhysX GPU library in this workplace) and obs_mode "rgb+state";
-make_vec_env renders on the GPU when torch sees CUDA (render_backend "gpu"), else on the CPU
-(lavapipe). After `--warmup` vec-steps it times `--steps` vec-steps in chunks of `--chunk` and
-reports the median over chunks of N * chunk / seconds (episodes auto-reset every 100 steps, so
-resets are included as in training). Env creation time is reported apart. The actions are
-sampled once per step on the host; the policy is not involved.
+For each task and number of envs N (one CPU process per env: SubprocVecEnv for N > 1, in-process
+DummyVecEnv for N = 1), both vec envs (`render_quality="fast"` and `"full"`, `physx_cpu`,
+obs_mode "rgb+state") are built at once and timed in alternating chunks of `--chunk` vec-steps,
+so that both see the same machine load. Per chunk it records wall-clock env-steps/s and the CPU
+time per env step of every process that steps an env (the main process for N = 1, the worker
+processes for N > 1, read from /proc; lavapipe's render threads included). CPU ms per step is
+the load-independent figure on a shared machine; steps/s is what a run sees. Medians over
+chunks; the ratio fast / full is the median of per-pair ratios. Episodes auto-reset as in
+training. The load average before and after each configuration is recorded.
 
-    python benchmarks/env_throughput.py --num-envs 1 2 --out results/speed/env_throughput-cpu2.json
-    python benchmarks/env_throughput.py --num-envs 1 4 16 --out results/speed/env_throughput-h100.json
+    python benchmarks/env_throughput.py --out results/speed/env_throughput-cpu2.json
+    python benchmarks/env_throughput.py --env-ids PushT-v1 --num-envs 1 --qualities full --out /tmp/x.json
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,67 +27,118 @@ import torch
 
 from _common import median, print_table, write_result
 from gaze_rl import make_vec_env
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrapper
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def measure(env_id: str, num_envs: int, image_size: int, warmup: int, steps: int, chunk: int, seed: int) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    env = make_vec_env(env_id=env_id, num_envs=num_envs, image_size=image_size, seed=seed, sim_backend="physx_cpu")
+def stepping_pids(env: VecEnv) -> list[int]:
+    """The processes whose CPU time an env step costs: the workers of a SubprocVecEnv, else this one."""
+    base = env
+    while isinstance(base, VecEnvWrapper):
+        base = base.venv
+    if isinstance(base, SubprocVecEnv):
+        return [p.pid for p in base.processes]
+    return [os.getpid()]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of the processes (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of proc(5))
+    return total / CLOCK_TICKS
+
+
+class Timed:
+    """One vec env under test, stepped with seeded random actions."""
+
+    def __init__(self, env_id: str, num_envs: int, image_size: int, quality: str, seed: int):
+        start = time.perf_counter()
+        self.env = make_vec_env(env_id=env_id, num_envs=num_envs, image_size=image_size, seed=seed,
+                                sim_backend="physx_cpu", render_quality=quality)
+        self.obs_shapes = {k: list(v.shape) for k, v in self.env.reset().items()}
+        self.create_s = time.perf_counter() - start
+        self.pids = stepping_pids(self.env)
+        self.rng = np.random.default_rng(seed)
+        self.num_envs = num_envs
+        self.rates: list[float] = []
+        self.cpu_ms: list[float] = []
+
+    def step(self, n: int) -> None:
+        space = self.env.action_space
+        for _ in range(n):
+            self.env.step(self.rng.uniform(space.low, space.high, size=(self.num_envs, *space.shape)).astype(np.float32))
+
+    def chunk(self, n: int) -> None:
+        cpu0, t0 = cpu_seconds(self.pids), time.perf_counter()
+        self.step(n)
+        seconds, cpu = time.perf_counter() - t0, cpu_seconds(self.pids) - cpu0
+        self.rates.append(self.num_envs * n / seconds)
+        self.cpu_ms.append(1e3 * cpu / (self.num_envs * n))
+
+
+def measure(env_id: str, num_envs: int, image_size: int, qualities: list[str], warmup: int, chunks: int, chunk: int,
+            seed: int) -> list[dict[str, Any]]:
+    load_before = os.getloadavg()
+    runs = {q: Timed(env_id, num_envs, image_size, q, seed) for q in qualities}
     try:
-        obs = env.reset()
-        create_s = time.perf_counter() - t0
-        rng = np.random.default_rng(seed)
-        low, high = env.action_space.low, env.action_space.high
-
-        def step() -> None:
-            env.step(rng.uniform(low, high, size=(num_envs, *env.action_space.shape)).astype(np.float32))
-
-        for _ in range(warmup):
-            step()
-        rates, chunk_s = [], []
-        for _ in range(max(1, steps // chunk)):
-            start = time.perf_counter()
-            for _ in range(chunk):
-                step()
-            seconds = time.perf_counter() - start
-            chunk_s.append(seconds)
-            rates.append(num_envs * chunk / seconds)
+        for run in runs.values():
+            run.step(warmup)
+        for _ in range(chunks):
+            for run in runs.values():  # alternate: both qualities see the same load
+                run.chunk(chunk)
     finally:
-        env.close()
-    return {
-        "env_id": env_id, "num_envs": num_envs, "image_size": image_size,
-        "obs_shapes": {k: list(v.shape) for k, v in obs.items()},
-        "render_backend": "gpu" if torch.cuda.is_available() else "cpu",
-        "vec_env": "SubprocVecEnv" if num_envs > 1 else "DummyVecEnv",
-        "create_and_reset_s": create_s, "median_env_steps_per_s": median(rates),
-        "median_env_steps_per_s_per_env": median(rates) / num_envs,
-        "timed_vec_steps": chunk * len(rates), "raw_chunk_s": chunk_s, "raw_env_steps_per_s": rates,
-    }
+        for run in runs.values():
+            run.env.close()
+    load_after = os.getloadavg()
+    rows = []
+    for quality, run in runs.items():
+        row = {
+            "env_id": env_id, "num_envs": num_envs, "image_size": image_size, "render_quality": quality,
+            "obs_shapes": run.obs_shapes, "vec_env": "SubprocVecEnv" if num_envs > 1 else "DummyVecEnv",
+            "render_backend": "gpu" if torch.cuda.is_available() else "cpu",
+            "create_and_reset_s": run.create_s, "median_env_steps_per_s": median(run.rates),
+            "median_cpu_ms_per_env_step": median(run.cpu_ms), "load_average_before": load_before,
+            "load_average_after": load_after, "timed_vec_steps": chunk * chunks,
+            "raw_env_steps_per_s": run.rates, "raw_cpu_ms_per_env_step": run.cpu_ms,
+        }
+        if "full" in runs and quality != "full":
+            full = runs["full"]
+            row["speedup_cpu_vs_full"] = median([f / q for f, q in zip(full.cpu_ms, run.cpu_ms)])
+            row["speedup_steps_per_s_vs_full"] = median([q / f for f, q in zip(full.rates, run.rates)])
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None, help="JSON file to write")
-    p.add_argument("--env-id", default="PushT-v1")
+    p.add_argument("--env-ids", nargs="+", default=["PushT-v1", "PokeCube-v1", "PushCube-v1", "PickCube-v1"])
     p.add_argument("--num-envs", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--image-sizes", type=int, nargs="+", default=[64, 128])
-    p.add_argument("--warmup", type=int, default=20, help="untimed vec-steps after reset")
-    p.add_argument("--steps", type=int, default=300, help="timed vec-steps per configuration")
-    p.add_argument("--chunk", type=int, default=25, help="vec-steps per timed sample")
+    p.add_argument("--qualities", nargs="+", default=["fast", "full"], choices=["fast", "full"])
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=10, help="untimed vec-steps after reset")
+    p.add_argument("--chunks", type=int, default=6, help="timed chunks per quality (alternating)")
+    p.add_argument("--chunk", type=int, default=25, help="vec-steps per timed chunk")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    torch.set_num_threads(1)  # the env's own torch ops are tiny; a second thread only spins
 
-    rows = []
-    for size in a.image_sizes:
+    rows: list[dict[str, Any]] = []
+    for env_id in a.env_ids:
         for n in a.num_envs:
-            r = measure(a.env_id, n, size, a.warmup, a.steps, a.chunk, a.seed)
-            rows.append(r)
-            print(f"  N={n} {size}px: {r['median_env_steps_per_s']:.1f} env-steps/s "
-                  f"(created in {r['create_and_reset_s']:.1f}s)", flush=True)
+            rows += measure(env_id, n, a.image_size, a.qualities, a.warmup, a.chunks, a.chunk, a.seed)
+            for r in rows[-len(a.qualities):]:
+                print(f"  {env_id} N={n} {r['render_quality']}: {r['median_env_steps_per_s']:.1f} env-steps/s, "
+                      f"{r['median_cpu_ms_per_env_step']:.1f} CPU ms/step", flush=True)
             write_result(a.out, "env_throughput", vars(a) | {"out": str(a.out), "partial": True}, rows)
-    print_table(f"{a.env_id} from pixels, physx_cpu, render {rows[0]['render_backend']} (median env-steps/s)",
-                ["px", "N envs", "steps/s", "per env", "create s"],
-                [[r["image_size"], r["num_envs"], r["median_env_steps_per_s"], r["median_env_steps_per_s_per_env"],
-                  r["create_and_reset_s"]] for r in rows])
+    print_table(f"{a.image_size} px from pixels, physx_cpu (medians)",
+                ["task", "N", "quality", "steps/s", "CPU ms/step", "x full (CPU)", "x full (steps/s)", "load"],
+                [[r["env_id"], r["num_envs"], r["render_quality"], r["median_env_steps_per_s"],
+                  r["median_cpu_ms_per_env_step"], r.get("speedup_cpu_vs_full", ""),
+                  r.get("speedup_steps_per_s_vs_full", ""), f"{r['load_average_before'][0]:.1f}"] for r in rows])
     write_result(a.out, "env_throughput", vars(a) | {"out": str(a.out), "partial": False}, rows)
 
 
