@@ -297,6 +297,8 @@ def validate(cfg: BenchConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ValueError(f"{name.replace('_', '-')} must be >= 1 (got {value})")
+    if cfg.ray_address and cfg.workers != 1:
+        raise ValueError("--workers is for local runs; on Ray the cluster's free resources decide how many run at once")
     if (cfg.ray_num_cpus is not None or cfg.ray_num_gpus is not None) and not cfg.ray_address:
         raise ValueError("--ray-num-cpus and --ray-num-gpus only apply with --ray-address")
     if cfg.ray_num_cpus is not None and cfg.ray_num_cpus <= 0:

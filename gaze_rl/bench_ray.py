@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -85,15 +86,26 @@ def warn_unplaceable(ray: Any, specs: list[RunSpec], cfg: BenchConfig) -> None:
                   "--ray-num-gpus)", flush=True)
 
 
+def connect(ray: Any, address: str) -> None:
+    """ray.init, with a quick clear error where no cluster answers (Ray itself retries for minutes)."""
+    hint = "start one with `ray start --head` (README: A grid larger than one machine)"
+    if address != "auto" and "://" not in address:  # host:port of a head's GCS
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except (OSError, ValueError) as err:
+            raise ValueError(f"no Ray cluster answers at {address!r} ({err}); {hint}") from None
+    try:
+        ray.init(address=address, logging_level=logging.WARNING)
+    except ConnectionError as err:
+        raise ValueError(f"no Ray cluster at {address!r} ({err}); {hint}") from None
+
+
 def run_ray(specs: list[RunSpec], cfg: BenchConfig, progress: Progress) -> None:
     """Trains the runs on the Ray cluster at cfg.ray_address; their results land under cfg.out."""
     import ray
 
-    try:
-        ray.init(address=cfg.ray_address, logging_level=logging.WARNING)
-    except ConnectionError as err:
-        raise ValueError(f"no Ray cluster at {cfg.ray_address!r} ({err}); start one with `ray start --head` "
-                         "(README: Benchmarks and results)") from None
+    connect(ray, cfg.ray_address)
     try:
         warn_unplaceable(ray, specs, cfg)
         task = ray.remote(train_on_node)

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -101,10 +102,11 @@ def ray_cluster() -> Iterator[RayCluster]:
             except ProcessLookupError:
                 break
             try:
-                wait_for(lambda: not processes(group, 2), 20, "the Ray cluster to stop")
+                wait_for(lambda: not processes(group, 2), 10, "the Ray cluster to stop")
                 break
             except AssertionError:
                 continue
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def bench(*args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -212,3 +214,21 @@ def test_run_files_skip_intermediate_checkpoints_and_land_in_one_rename(tmp_path
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == sorted(files)
     assert (target / "tb/events.out.tfevents.1").read_bytes() == b"tb/events.out.tfevents.1"
     assert [p.name for p in target.parent.iterdir()] == ["x"]
+
+
+def test_progress_counts_runs_and_estimates_time_left(monkeypatch, capsys):
+    from gaze_rl import bench as bench_module
+
+    now = [0.0]
+    monkeypatch.setattr(bench_module.time, "monotonic", lambda: now[0])
+    progress = bench_module.Progress(total=4)
+    progress.start("a")
+    progress.start("b")
+    now[0] = 10.0
+    progress.finish("a", True)
+    # 2 runs at once, 10 s a run: b is due now, 2 more queued -> 2 x 10 s / 2 slots.
+    assert progress.eta() == "10s"
+    progress.requeue("b", "WorkerCrashedError")
+    progress.start("b")
+    progress.finish("b", False, "exit code 1")
+    assert capsys.readouterr().out.splitlines()[-1] == "bench: b FAILED (exit code 1) | 1/4 done, 0 running, 1 failed, ETA 10s"
