@@ -173,7 +173,7 @@ class BenchConfig:
     num_envs: int | None = None
     """Override the profile's envs per run (CPU: one process each)."""
     torch_threads: int = 1
-    """CPU threads of each run's torch: the same on every machine and runner, so a run's curve does not depend on where it ran (1 is also the fastest for these small networks on busy cores)."""
+    """CPU threads of each run's torch: the same on every machine and runner, so a run's curve does not depend on where it ran (1 is also the fastest for these small networks on a busy CPU)."""
     workers: int = 1
     """Runs at a time, as local processes (each uses num_envs env processes)."""
     ray_address: str | None = None

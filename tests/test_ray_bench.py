@@ -181,6 +181,9 @@ def test_bad_ray_options_fail_before_anything_starts(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--out", str(tmp_path), "--ray-address", "auto", "--ray-max-retries", "-1"])
     assert "ray-max-retries must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nothing listens there: a clear error, not minutes of Ray's retries
+        main(["bench", "--out", str(tmp_path), "--ray-address", f"127.0.0.1:{free_port()}", "--envs", "PushT-v1"])
+    assert "no Ray cluster answers at '127.0.0.1:" in capsys.readouterr().err
 
 
 def test_each_run_asks_ray_for_what_it_uses(tmp_path):
