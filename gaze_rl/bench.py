@@ -1,19 +1,25 @@
 """`gaze-rl bench`: a resumable grid of training runs and its learning-curve summary.
 
-Each run is one `gaze-rl train` process writing to `<out>/runs/<env>__<algo>__<method>__s<seed>`;
+Each run is one `gaze-rl train` process whose results land in `<out>/runs/<env>__<algo>__<method>__s<seed>`;
 a run whose final checkpoint exists is skipped, so an interrupted bench resumes where it
-stopped. Runs go to local processes (`--workers` at a time) or to an existing Ray cluster.
-The summary: `curves.csv` (every episode of every run), mean and 95% interval plots per
-(env, algo), and `summary.csv` / `summary.md` with steps to the success threshold, area under
-the success curve, final success and return, the sample-efficiency ratio vs baseline,
-wall-clock and env-steps/s.
+stopped. Runs go to local processes (`--workers` at a time) or to a Ray cluster
+(gaze_rl.bench_ray). The summary: `curves.csv` (every episode of every run), mean and 95%
+interval plots per (env, algo), and `summary.csv` / `summary.md` with steps to the success
+threshold, area under the success curve, final success and return, the sample-efficiency ratio
+vs baseline, wall-clock and env-steps/s.
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
+import importlib.util
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import product
@@ -28,6 +34,9 @@ from gaze_rl.presets import read_experiments_toml
 
 CURVE_CSV_COLUMNS = ("method", "algo", "env", "seed", "step", "return", "success_once", "success_at_end", "wall_s")
 GRID_POINTS = 20
+# Resolved before any fork: the child of a multithreaded process (a Ray worker) must not load libraries.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -52,63 +61,148 @@ def profile_settings(profile: str, env: str, algo: str) -> dict[str, Any]:
     return {**scalars, **base.get(algo, {}), **base.get(env, {})}
 
 
-def train_command(spec: RunSpec, cfg: BenchConfig, run_dir: Path) -> list[str]:
+def grid_of(cfg: BenchConfig) -> list[RunSpec]:
+    return [RunSpec(*combo) for combo in product(cfg.envs, cfg.algos, cfg.methods, cfg.seeds)]
+
+
+def run_settings(spec: RunSpec, cfg: BenchConfig) -> dict[str, Any]:
+    """The `gaze-rl train` options of one run: its profile's settings with the bench's overrides."""
     settings = profile_settings(cfg.profile, spec.env, spec.algo)
     settings.pop("threshold", None)
     if cfg.total_timesteps is not None:
         settings["total_timesteps"] = cfg.total_timesteps
-    command = [sys.executable, "-m", "gaze_rl.cli", "train", "--env-id", spec.env, "--algo", spec.algo,
-               "--method", spec.method, "--seed", str(spec.seed), "--run-dir", str(run_dir),
-               "--overwrite", "--no-progress-bar"]  # --overwrite only ever replaces an unfinished run
-    for key, value in settings.items():
-        command += [f"--{key.replace('_', '-')}", str(value)]
-    return command
+    if cfg.num_envs is not None:
+        settings["num_envs"] = cfg.num_envs
+    return settings
+
+
+def train_args(spec: RunSpec, cfg: BenchConfig) -> list[str]:
+    """`gaze-rl` arguments of one run, without its directory (the machine that runs it picks that)."""
+    args = ["train", "--env-id", spec.env, "--algo", spec.algo, "--method", spec.method, "--seed", str(spec.seed),
+            "--overwrite", "--no-progress-bar"]  # --overwrite only ever replaces an unfinished run
+    for key, value in run_settings(spec, cfg).items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+def cli_command(args: list[str], run_dir: Path) -> list[str]:
+    # sys.executable of the machine that runs the command (on a cluster: the worker's Python).
+    return [sys.executable, "-m", "gaze_rl.cli", *args, "--run-dir", str(run_dir)]
+
+
+def train_command(spec: RunSpec, cfg: BenchConfig, run_dir: Path) -> list[str]:
+    return cli_command(train_args(spec, cfg), run_dir)
 
 
 def is_finished(run_dir: Path) -> bool:
     return (run_dir / "checkpoints" / "final.zip").is_file()
 
 
-def run_local(commands: list[tuple[list[str], Path]], workers: int) -> list[int]:
-    """Runs the commands, `workers` at a time, each logging to its own file."""
-
-    def run_one(item: tuple[list[str], Path]) -> int:
-        command, log = item
-        with log.open("w") as out:
-            return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(run_one, commands))
+def _die_with_parent() -> None:
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def run_ray(commands: list[tuple[list[str], Path]], address: str) -> list[int]:
-    """Runs the commands as Ray tasks on an existing cluster (shared filesystem assumed)."""
-    try:
-        import ray
-    except ImportError:
-        raise ImportError("--ray-address needs Ray: pip install 'gaze_rl[ray]'") from None
-    ray.init(address=address)
+def run_process(command: list[str], log: Path, torch_threads: int) -> int:
+    """Runs one training process with its output in `log`; returns its exit code (< 0: killed by
+    that signal). The process dies with its parent, so a killed Ray worker leaves no orphan
+    training behind on its node."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch_threads)}  # torch's thread count
+    with log.open("w") as out:
+        return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                              preexec_fn=_die_with_parent).returncode
 
-    @ray.remote
-    def run_one(command: list[str], log: str) -> int:
-        with open(log, "w") as out:
-            return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
 
-    return ray.get([run_one.remote(command, str(log)) for command, log in commands])
+def failure_note(code: int, log: Path) -> str:
+    return f"exit code {code}; log: {log}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class Progress:
+    """The grid's progress on the head: one line per event with runs done / running / failed and
+    an ETA (mean duration of the runs done so far, over the most runs seen running at once)."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.running: dict[str, float] = {}  # run name -> start time
+        self.durations: list[float] = []
+        self.failed: list[str] = []
+        self.slots = 1  # most runs seen running at once: the grid's parallelism
+        self._lock = threading.Lock()  # local runs report from their threads
+
+    def start(self, name: str, where: str = "") -> None:
+        with self._lock:
+            self.running[name] = time.monotonic()
+            self.slots = max(self.slots, len(self.running))
+            self._say(f"{name} started{where}")
+
+    def finish(self, name: str, ok: bool, note: str = "") -> None:
+        with self._lock:
+            started = self.running.pop(name, None)
+            if ok and started is not None:
+                self.durations.append(time.monotonic() - started)
+            elif not ok:
+                self.failed.append(name)
+            self._say(f"{name} {'done' if ok else 'FAILED'}{f' ({note})' if note else ''}")
+
+    def requeue(self, name: str, note: str) -> None:
+        """A run that lost its worker and will run again."""
+        with self._lock:
+            self.running.pop(name, None)
+            self._say(f"{name} lost ({note})")
+
+    def report(self) -> None:
+        with self._lock:
+            self._say("still going")
+
+    def eta(self) -> str:
+        if not self.durations:
+            return "after the first run"
+        mean, now = float(np.mean(self.durations)), time.monotonic()
+        queued = self.total - len(self.durations) - len(self.failed) - len(self.running)
+        left = queued * mean + sum(max(mean - (now - t), 0.0) for t in self.running.values())
+        return _duration(left / self.slots)
+
+    def _say(self, event: str) -> None:
+        print(f"bench: {event} | {len(self.durations)}/{self.total} done, {len(self.running)} running, "
+              f"{len(self.failed)} failed, ETA {self.eta()}", flush=True)
+
+
+def run_local(specs: list[RunSpec], cfg: BenchConfig, progress: Progress) -> None:
+    """Trains the runs as local processes, `cfg.workers` at a time, each logging to its own file."""
+
+    def run_one(spec: RunSpec) -> None:
+        log = cfg.out / "logs" / f"{spec.name}.log"
+        progress.start(spec.name)
+        code = run_process(train_command(spec, cfg, cfg.out / "runs" / spec.name), log, cfg.torch_threads)
+        progress.finish(spec.name, code == 0, "" if code == 0 else failure_note(code, log))
+
+    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+        list(pool.map(run_one, specs))
 
 
 def run_grid(cfg: BenchConfig) -> list[RunSpec]:
     """Trains every unfinished run of the grid; returns the grid."""
-    grid = [RunSpec(*combo) for combo in product(cfg.envs, cfg.algos, cfg.methods, cfg.seeds)]
+    grid = grid_of(cfg)
     (cfg.out / "logs").mkdir(parents=True, exist_ok=True)
-    todo = [(train_command(s, cfg, cfg.out / "runs" / s.name), cfg.out / "logs" / f"{s.name}.log")
-            for s in grid if not is_finished(cfg.out / "runs" / s.name)]
-    print(f"bench: {len(grid)} runs, {len(grid) - len(todo)} already finished, {len(todo)} to train")
+    todo = [s for s in grid if not is_finished(cfg.out / "runs" / s.name)]
+    print(f"bench: {len(grid)} runs, {len(grid) - len(todo)} already finished, {len(todo)} to train", flush=True)
     if todo:
-        codes = run_ray(todo, cfg.ray_address) if cfg.ray_address else run_local(todo, cfg.workers)
-        failed = [log for (_, log), code in zip(todo, codes) if code != 0]
-        if failed:
-            print(f"bench: {len(failed)} runs failed; see {', '.join(map(str, failed))}", file=sys.stderr)
+        progress = Progress(len(todo))
+        if cfg.ray_address:
+            from gaze_rl.bench_ray import run_ray
+
+            run_ray(todo, cfg, progress)
+        else:
+            run_local(todo, cfg, progress)
+        if progress.failed:
+            print(f"bench: {len(progress.failed)} runs failed: {', '.join(progress.failed)}; "
+                  f"logs in {cfg.out / 'logs'}", file=sys.stderr)
     return grid
 
 
@@ -197,14 +291,33 @@ def write_summary(out: Path, rows: list[dict[str, Any]]) -> None:
     print("\n".join(lines))
 
 
-def bench(cfg: BenchConfig) -> list[dict[str, Any]]:
-    """Trains (unless aggregate_only) and summarises the grid."""
-    if cfg.workers < 1:
-        raise ValueError(f"workers must be >= 1 (got {cfg.workers})")
+def validate(cfg: BenchConfig) -> None:
+    """Checks the options before any run starts."""
+    for name in ("workers", "torch_threads", "num_envs", "total_timesteps"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name.replace('_', '-')} must be >= 1 (got {value})")
+    if cfg.ray_address and cfg.workers != 1:
+        raise ValueError("--workers is for local runs; on Ray the cluster's free resources decide how many run at once")
+    if (cfg.ray_num_cpus is not None or cfg.ray_num_gpus is not None) and not cfg.ray_address:
+        raise ValueError("--ray-num-cpus and --ray-num-gpus only apply with --ray-address")
+    if cfg.ray_num_cpus is not None and cfg.ray_num_cpus <= 0:
+        raise ValueError(f"ray-num-cpus must be > 0 (got {cfg.ray_num_cpus})")
+    if cfg.ray_num_gpus is not None and cfg.ray_num_gpus < 0:
+        raise ValueError(f"ray-num-gpus must be >= 0 (got {cfg.ray_num_gpus})")
+    if cfg.ray_max_retries < 0:
+        raise ValueError(f"ray-max-retries must be >= 0 (got {cfg.ray_max_retries})")
+    if cfg.ray_address and importlib.util.find_spec("ray") is None:
+        raise ValueError("--ray-address needs Ray, which is not installed: pip install 'gaze_rl[ray]'")
     for env in cfg.envs:
         for algo in cfg.algos:
             profile_settings(cfg.profile, env, algo)  # unknown profile: fail before training
-    grid = [RunSpec(*combo) for combo in product(cfg.envs, cfg.algos, cfg.methods, cfg.seeds)]
+
+
+def bench(cfg: BenchConfig) -> list[dict[str, Any]]:
+    """Trains (unless aggregate_only) and summarises the grid."""
+    validate(cfg)
+    grid = grid_of(cfg)
     if not cfg.aggregate_only:
         run_grid(cfg)
     return summarise(cfg, write_curves(cfg, grid))

@@ -172,10 +172,20 @@ class BenchConfig:
     """Seeds."""
     total_timesteps: int | None = None
     """Override the profile's training budget."""
+    num_envs: int | None = None
+    """Override the profile's envs per run (CPU: one process each)."""
+    torch_threads: int = 1
+    """CPU threads of each run's torch: the same on every machine and runner, so a run's curve does not depend on where it ran (1 is also the fastest for these small networks on a busy CPU)."""
     workers: int = 1
     """Runs at a time, as local processes (each uses num_envs env processes)."""
     ray_address: str | None = None
-    """Run on an existing Ray cluster at this address instead ('auto' = the local one); needs gaze_rl[ray]."""
+    """Run on a Ray cluster at this address instead ('auto' = the one this machine belongs to); needs gaze_rl[ray]. Results come back to --out through Ray: no shared filesystem needed."""
+    ray_num_cpus: float | None = None
+    """CPUs Ray reserves for each run; None = its env processes + 1 for the learner (physx_cuda: 1)."""
+    ray_num_gpus: float | None = None
+    """GPUs Ray reserves for each run; None = 1 with the profile's physx_cuda simulation, else 0."""
+    ray_max_retries: int = 2
+    """Times a run is restarted after its Ray worker or node died (or its process was killed)."""
     aggregate_only: bool = False
     """Skip training; only aggregate the runs already in out/runs."""
 
