@@ -30,9 +30,13 @@ def resolve_contrastive(contrastive: ContrastiveConfig | dict[str, Any] | None) 
 
 def default_policy_kwargs(policy_kwargs: dict[str, Any] | None, contrastive: dict[str, Any] | None,
                           backbone: str) -> dict[str, Any]:
-    """The gaze extractor unless the user chose another class. The user's extractor kwargs
-    refine the gaze defaults rather than replace them; with the contrastive loss on, RL
-    gradients stop at the gaze map unless `rl_trains_gaze`."""
+    """The policy kwargs the network is built with: the gaze extractor unless the user chose
+    another class. The user's extractor kwargs refine the gaze defaults rather than replace
+    them; the policy's `normalize_images=False` tells the extractor its images are floats; with
+    the contrastive loss on, RL gradients stop at the gaze map unless `rl_trains_gaze`.
+
+    The algorithms keep (and save) the user's own policy_kwargs and call this in _setup_model,
+    so that `load(path, policy_kwargs=<what the constructor got>)` matches, as in SB3."""
     user = dict(policy_kwargs or {})
     defaults = gaze_policy_kwargs("gaze" if contrastive is not None else "foveal", backbone=backbone)
     kwargs = {**defaults, **user}
@@ -40,6 +44,7 @@ def default_policy_kwargs(policy_kwargs: dict[str, Any] | None, contrastive: dic
         kwargs["features_extractor_kwargs"] = user.get("features_extractor_kwargs") or {}
         return kwargs
     extractor_kwargs = {**defaults["features_extractor_kwargs"], **(user.get("features_extractor_kwargs") or {})}
+    extractor_kwargs.setdefault("normalized_image", not user.get("normalize_images", True))
     if contrastive is not None:
         # The contrastive config decides who trains the gaze head.
         extractor_kwargs["detach_attention"] = not contrastive["rl_trains_gaze"]
@@ -52,9 +57,39 @@ class ContrastiveMixin:
 
     contrastive_kwargs: dict[str, Any] | None
     contrastive: ContrastiveLearner | None
+    backbone: str
 
     def _gaze_extractor(self) -> GazeExtractor:
         raise NotImplementedError
+
+    def _network_policy_kwargs(self) -> dict[str, Any]:
+        """The policy kwargs the networks are built with (see default_policy_kwargs)."""
+        return default_policy_kwargs(self.policy_kwargs, self.contrastive_kwargs, self.backbone)
+
+    def _setup_model(self) -> None:
+        # SB3 builds the policy from self.policy_kwargs; build it from the merged kwargs but keep
+        # (and save) the user's, so that load() with the constructor's kwargs works.
+        user = self.policy_kwargs
+        self.policy_kwargs = self._network_policy_kwargs()
+        try:
+            super()._setup_model()  # type: ignore[misc]
+        finally:
+            self.policy_kwargs = user
+        self._setup_contrastive()
+
+    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+        last_obs = self._last_obs
+        total_timesteps, callback = super()._setup_learn(total_timesteps, *args, **kwargs)  # type: ignore[misc]
+        if self.contrastive is not None:
+            # Size the feature buffer to the run (at most buffer_size): a short run does not
+            # allocate the full 100k states.
+            self.contrastive.reserve(total_timesteps)
+        if self._last_obs is not last_obs:
+            self._on_envs_reset()
+        return total_timesteps, callback
+
+    def _on_envs_reset(self) -> None:
+        """learn() reset the envs: whatever was kept of the episodes in flight is stale."""
 
     def _setup_contrastive(self) -> None:
         self.contrastive = None
@@ -77,16 +112,25 @@ class ContrastiveMixin:
         return self.gamma if discount is None else discount
 
     @torch.no_grad()
-    def _feature_maps(self, observations: dict[str, np.ndarray], batch_size: int = 1024) -> torch.Tensor:
-        """Detached feature maps of raw (vec-env) observations, computed in batches."""
+    def _feature_maps(self, observations: np.ndarray | dict[str, np.ndarray], batch_size: int = 1024) -> torch.Tensor:
+        """Detached feature maps of raw (vec-env) observations, computed in batches and
+        preprocessed as the policy preprocesses them (its normalize_images included)."""
         extractor = self._gaze_extractor()
-        n = len(next(iter(observations.values())))
+        image = extractor.image(observations)  # only the attended image is needed
         maps = []
-        for start in range(0, n, batch_size):
-            chunk = {k: torch.as_tensor(v[start:start + batch_size], device=self.device) for k, v in observations.items()}
-            chunk = preprocess_obs(chunk, self.observation_space, normalize_images=True)
-            maps.append(extractor.feature_map(chunk))
+        for start in range(0, len(image), batch_size):
+            chunk = torch.as_tensor(image[start:start + batch_size], device=self.device)
+            chunk = preprocess_obs(chunk, extractor.image(self.observation_space),
+                                   normalize_images=self.policy.normalize_images)
+            maps.append(extractor.backbone(chunk))
         return torch.cat(maps)
+
+    def _gaze_learning_rate(self) -> float:
+        """The gaze optimizer follows SB3's learning-rate schedule: its rate is the configured
+        one times lr(progress) / lr(start), so a learning rate of 0 freezes the gaze head too."""
+        start = self.learning_rate(1.0) if callable(self.learning_rate) else float(self.learning_rate)
+        now = self.lr_schedule(self._current_progress_remaining)
+        return self.contrastive.config.learning_rate * (now / start if start else 0.0)
 
     def _maybe_contrastive_update(self) -> None:
         """Runs one contrastive step every `update_every` calls and logs its metrics."""
@@ -96,6 +140,10 @@ class ContrastiveMixin:
         if self._iterations_since_update < self.contrastive.config.update_every:
             return
         self._iterations_since_update = 0
+        lr = self._gaze_learning_rate()
+        for group in self.contrastive.optimizer.param_groups:
+            group["lr"] = lr
+        self.logger.record("gaze/learning_rate", lr)
         for key, value in self.contrastive.update().items():
             self.logger.record(key, value)
 
