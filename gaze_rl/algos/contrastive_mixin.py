@@ -7,6 +7,7 @@ the feature buffer and the FAISS index are rebuilt, never pickled.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,10 +84,14 @@ class ContrastiveMixin:
         if self.contrastive is not None:
             # Size the feature buffer to the run (at most buffer_size): a short run does not
             # allocate the full 100k states.
-            self.contrastive.reserve(total_timesteps)
+            self.contrastive.reserve(total_timesteps - self.num_timesteps + self._extra_states())
         if self._last_obs is not last_obs:
             self._on_envs_reset()
         return total_timesteps, callback
+
+    def _extra_states(self) -> int:
+        """States that may enter the feature buffer besides one per env step to come."""
+        return 0
 
     def _on_envs_reset(self) -> None:
         """learn() reset the envs: whatever was kept of the episodes in flight is stale."""
@@ -147,8 +152,20 @@ class ContrastiveMixin:
         for key, value in self.contrastive.update().items():
             self.logger.record(key, value)
 
+    def save_sb3(self, path: str | Path) -> None:
+        """Saves the model so that plain SB3 loads it (`PPO.load(path)` / `SAC.load(path)`): the
+        networks as built (gaze_rl must be importable, the extractor is its class), without the
+        contrastive projection and optimizer, which plain SB3 has no place for."""
+        user, self.policy_kwargs = self.policy_kwargs, self._network_policy_kwargs()
+        self._exporting = True
+        try:
+            self.save(path)  # type: ignore[attr-defined]
+        finally:
+            self.policy_kwargs, self._exporting = user, False
+
     def _contrastive_excluded(self) -> list[str]:
-        return ["contrastive"]
+        return ["contrastive", "_exporting"]
 
     def _contrastive_state_dicts(self) -> list[str]:
-        return ["contrastive.projection", "contrastive.optimizer"] if self.contrastive_kwargs else []
+        exporting = getattr(self, "_exporting", False)
+        return ["contrastive.projection", "contrastive.optimizer"] if self.contrastive_kwargs and not exporting else []

@@ -53,6 +53,9 @@ class GazePPO(ContrastiveMixin, PPO):
         self.backbone = backbone
         super().__init__(policy, env, *args, **kwargs)  # SB3's positional arguments after env too
 
+    def _extra_states(self) -> int:
+        return self.n_steps * self.n_envs  # learn() may run up to one rollout past the total
+
     def _gaze_extractor(self) -> GazeExtractor:
         return self.policy.features_extractor  # type: ignore[return-value]
 

@@ -44,6 +44,9 @@ class GazeSAC(ContrastiveMixin, SAC):
         super()._setup_model()
         self._return_tracker = EpisodeReturnTracker(self.n_envs, self.return_discount) if self.contrastive else None
 
+    def _extra_states(self) -> int:
+        return self._return_tracker.pending if self._return_tracker is not None else 0  # episodes in flight
+
     def _on_envs_reset(self) -> None:
         if self._return_tracker is not None:  # the episodes it was collecting were cut off
             self._return_tracker.reset()

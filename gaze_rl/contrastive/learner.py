@@ -120,11 +120,12 @@ class ContrastiveLearner:
             self._buffer = FeatureBuffer(self._capacity, self.extractor.map_shape, self.key_dim, device=self.device)
         return self._buffer
 
-    def reserve(self, states: int) -> None:
-        """Sizes the buffer for a run that adds about `states` states: min(buffer_size, states),
-        so that a 1k-step run does not hold 100k feature maps. A buffer already in use only
-        grows (keeping its states), when a longer run follows."""
-        capacity = min(self.config.buffer_size, max(int(states), self.config.k + 1))
+    def reserve(self, more: int) -> None:
+        """Sizes the buffer for `more` states to come on top of those it holds, up to buffer_size,
+        so that a 1k-step run does not hold 100k feature maps. A buffer in use only grows
+        (keeping its states)."""
+        held = 0 if self._buffer is None else len(self._buffer)
+        capacity = min(self.config.buffer_size, max(held + int(more), self.config.k + 1))
         if self._buffer is None:
             self._capacity = capacity
         elif capacity > self._buffer.capacity:

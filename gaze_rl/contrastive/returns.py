@@ -42,6 +42,11 @@ class EpisodeReturnTracker:
         self._obs: list[list[Observation]] = [[] for _ in range(num_envs)]
         self._rewards: list[list[float]] = [[] for _ in range(num_envs)]
 
+    @property
+    def pending(self) -> int:
+        """States of the unfinished episodes."""
+        return sum(len(obs) for obs in self._obs)
+
     def reset(self) -> None:
         """Drops the unfinished episodes (the envs were reset under them)."""
         for obs, rewards in zip(self._obs, self._rewards):
