@@ -165,7 +165,7 @@ def test_float_images_with_normalized_image():
 
 def test_error_too_small_image():
     with pytest.raises(ValueError, match=r"24x24 are too small for the 'nature' backbone with attention.*"
-                                         r"at least 44 px.*'plain': >= 16 px"):
+                                         r"at least 44 px.*'plain' \(>= 16 px\)"):
         GazeExtractor(dict_space(24), backbone="nature", attention="gaussian")
     # without attention a 1x1 map is fine (SB3's NatureCNN does the same): 36 px
     assert GazeExtractor(dict_space(36), backbone="nature").map_shape == (64, 1, 1)

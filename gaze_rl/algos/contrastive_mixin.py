@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from stable_baselines3.common.preprocessing import preprocess_obs
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
 
 from gaze_rl.contrastive.learner import ContrastiveConfig, ContrastiveLearner
 from gaze_rl.nets.extractor import GazeExtractor, gaze_policy_kwargs
@@ -53,6 +54,14 @@ def default_policy_kwargs(policy_kwargs: dict[str, Any] | None, contrastive: dic
     return kwargs
 
 
+def has_image(space: spaces.Space) -> bool:
+    """Whether the space is, or a Dict space holds, an image as SB3 sees one (any 3-D Box
+    counts: with normalize_images=False SB3 takes float images too)."""
+    if isinstance(space, spaces.Dict):
+        return any(has_image(s) for s in space.spaces.values())
+    return is_image_space(space, normalized_image=True)
+
+
 class ContrastiveMixin:
     """Adds `self.contrastive` (a ContrastiveLearner, or None) to an SB3 algorithm."""
 
@@ -72,6 +81,11 @@ class ContrastiveMixin:
         # (and save) the user's, so that load() with the constructor's kwargs works.
         user = self.policy_kwargs
         self.policy_kwargs = self._network_policy_kwargs()
+        if self.policy_kwargs["features_extractor_class"] is GazeExtractor and not has_image(self.observation_space):
+            raise ValueError(
+                f"{type(self).__name__}'s gaze looks at images, but the observation space has none "
+                f"({self.observation_space}); use plain SB3 (PPO, SAC) for it, or pass "
+                "policy_kwargs=dict(normalize_images=False) if these are float images")
         try:
             super()._setup_model()  # type: ignore[misc]
         finally:

@@ -84,7 +84,7 @@ def checked_map_shape(backbone: nn.Module, name: str, in_channels: int, height: 
     except RuntimeError:
         shape = None
     if shape is None or min(shape[1:]) < min_side:
-        other = [f"backbone {b!r}: >= {min_image_size(b, in_channels, min_side)} px"
+        other = [f"backbone {b!r} (>= {min_image_size(b, in_channels, min_side)} px)"
                  for b in BACKBONES if b != name]
         raise ValueError(
             f"images of {height}x{width} are too small for the {name!r} backbone"

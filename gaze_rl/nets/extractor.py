@@ -62,7 +62,8 @@ class GazeExtractor(BaseFeaturesExtractor):
         weighted by the same attention map, with the attended last map.
     :param normalized_image: images are already floats (policy `normalize_images=False`): skip
         the uint8 / [0, 255] checks, as SB3's NatureCNN does. GazePPO / GazeSAC set it for you.
-    :param features_dim: SB3's NatureCNN name for `image_features` (so `CnnPolicy` kwargs carry over).
+    :param features_dim: SB3's NatureCNN name for `image_features`, and `cnn_output_dim` is
+        CombinedExtractor's: SB3 users' `CnnPolicy` / `MultiInputPolicy` kwargs carry over.
     """
 
     def __init__(
@@ -80,8 +81,9 @@ class GazeExtractor(BaseFeaturesExtractor):
         multi_level: bool = False,
         normalized_image: bool = False,
         features_dim: int | None = None,
+        cnn_output_dim: int | None = None,
     ):
-        image_features = image_features if features_dim is None else features_dim
+        image_features = next((d for d in (features_dim, cnn_output_dim) if d is not None), image_features)
         self.image_key = find_image_key(observation_space, image_key, normalized_image)
         image_space = observation_space if self.image_key is None else observation_space[self.image_key]
         in_channels, height, width = image_space.shape
