@@ -1,0 +1,101 @@
+"""GazePPO: SB3 PPO + the return-guided contrastive step after each rollout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
+from stable_baselines3.common.type_aliases import MaybeCallback
+
+from gaze_rl.algos.contrastive_mixin import ContrastiveMixin, resolve_contrastive
+from gaze_rl.contrastive.learner import ContrastiveConfig
+from gaze_rl.contrastive.returns import discounted_returns_to_go
+from gaze_rl.nets.extractor import GazeExtractor
+
+
+class RolloutRewards(BaseCallback):
+    """Keeps each rollout's rewards as the envs returned them. SB3 adds gamma * V(terminal obs)
+    to the stored reward of every time-limit-truncated step, which would leak a value estimate
+    into the returns-to-go (and make them differ from GazeSAC's)."""
+
+    def _on_rollout_start(self) -> None:
+        self.rewards: list[np.ndarray] = []
+
+    def _on_step(self) -> bool:
+        self.rewards.append(np.array(self.locals["rewards"], dtype=np.float32))
+        return True
+
+
+class GazePPO(ContrastiveMixin, PPO):
+    """PPO whose policy looks through a foveal gaze trained by return-guided contrastive learning.
+
+    Same constructor, `learn`, `predict`, `save`, `load` and callbacks as SB3's PPO, plus:
+
+    :param contrastive: ContrastiveConfig (or its fields as a dict); None turns the loss off,
+        which with the default policy gives the paper's `foveal` ablation.
+    :param backbone: image backbone of the default policy: "auto" = "nature" (ManiSkill's
+        ppo_rgb NatureCNN) where the images leave it room (>= 44 px), else "plain".
+
+    Works with SB3's "CnnPolicy" (Box images) and "MultiInputPolicy" (Dicts); the gaze extractor
+    replaces SB3's default one unless policy_kwargs name another features_extractor_class.
+
+    After each rollout the rollout's feature maps and returns-to-go enter the feature buffer;
+    after PPO's own update, one contrastive step trains the gaze head.
+    """
+
+    def __init__(self, policy: str | type = "MultiInputPolicy", env: Any = None, *args: Any,
+                 contrastive: ContrastiveConfig | dict[str, Any] | None = ContrastiveConfig(),
+                 backbone: str = "auto", **kwargs: Any):
+        self.contrastive_kwargs = resolve_contrastive(contrastive)
+        self.backbone = backbone
+        super().__init__(policy, env, *args, **kwargs)  # SB3's positional arguments after env too
+
+    def _extra_states(self) -> int:
+        return self.n_steps * self.n_envs  # learn() may run up to one rollout past the total
+
+    def _gaze_extractor(self) -> GazeExtractor:
+        return self.policy.features_extractor  # type: ignore[return-value]
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        if self.contrastive is not None:
+            self._rollout_rewards = RolloutRewards()
+            if callback is None:
+                callback = []
+            elif not isinstance(callback, list):
+                callback = [callback if isinstance(callback, BaseCallback) else ConvertCallback(callback)]
+            callback = [self._rollout_rewards, *callback]
+        return super()._init_callback(callback, progress_bar)
+
+    def _add_rollout_to_buffer(self) -> None:
+        buffer = self.rollout_buffer
+        rewards = np.stack(self._rollout_rewards.rewards)
+        # done after step t <=> step t+1 starts an episode; the last step's dones are SB3's
+        # _last_episode_starts. An episode still running at the end of the rollout is
+        # bootstrapped with V(s_T), recovered from SB3's last return (r + gamma V(s_T)).
+        dones = np.concatenate([buffer.episode_starts[1:], self._last_episode_starts[None]], axis=0) > 0.5
+        bootstrap = None
+        if self.gamma > 0:
+            bootstrap = np.where(dones[-1], 0.0, (buffer.returns[-1] - buffer.rewards[-1]) / self.gamma)
+        returns = discounted_returns_to_go(rewards, dones, self.return_discount, bootstrap)
+        observations = buffer.observations
+        if isinstance(observations, dict):
+            observations = {k: v.reshape(-1, *v.shape[2:]) for k, v in observations.items()}
+        else:
+            observations = observations.reshape(-1, *observations.shape[2:])
+        self.contrastive.add(self._feature_maps(observations), torch.as_tensor(returns.reshape(-1)))
+
+    def train(self) -> None:
+        if self.contrastive is not None:
+            self._add_rollout_to_buffer()
+        super().train()
+        self._maybe_contrastive_update()
+
+    def _excluded_save_params(self) -> list[str]:
+        return super()._excluded_save_params() + self._contrastive_excluded() + ["_rollout_rewards"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, variables = super()._get_torch_save_params()
+        return state_dicts + self._contrastive_state_dicts(), variables

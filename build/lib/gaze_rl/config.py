@@ -1,0 +1,300 @@
+"""Command-line configurations (tyro dataclasses): one docstring per field becomes `--help`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gaze_rl.contrastive.learner import ContrastiveConfig
+from gaze_rl.envs.factory import ObsMode, SimBackend
+
+
+@dataclass
+class GazeOptions:
+    """Shape of the Gaussian gaze (methods foveal and gaze)."""
+
+    num_gaussians: int = 1
+    """Gaussians in the gaze mixture (1 = the paper; more attend to several places at once)."""
+    sigma_floor: float = 0.15
+    """Smallest sigma, in grid units (the feature map spans [-1, 1])."""
+    sigma_init: float = 0.8
+    """Sigma of the initial, centred gaze."""
+    normalize: Literal["peak", "sum"] = "peak"
+    """Scale of the map: 'peak' = max 1 (features keep their size at the fovea); 'sum' = sums to 1."""
+
+    def as_kwargs(self) -> dict:
+        return dict(num_gaussians=self.num_gaussians, sigma_floor=self.sigma_floor,
+                    sigma_init=self.sigma_init, normalize=self.normalize)
+
+
+@dataclass
+class TrainConfig:
+    """Train a PPO or SAC agent from pixels on a ManiSkill3 task."""
+
+    env_id: str = "PushT-v1"
+    """ManiSkill3 task id (tested: PushT-v1, PokeCube-v1, PushCube-v1, PickCube-v1)."""
+    algo: Literal["ppo", "sac"] = "ppo"
+    """RL algorithm; hyperparameters come from experiments/<algo>.toml for the task."""
+    method: Literal["baseline", "patch", "foveal", "gaze"] = "gaze"
+    """baseline: plain CNN; patch: per-cell softmax attention; foveal: Gaussian gaze trained by RL; gaze: Gaussian gaze trained by return-guided contrastive learning (the paper)."""
+    seed: int = 0
+    """Seed of the envs, the networks and the contrastive sampler."""
+    total_timesteps: int | None = None
+    """Env steps to train for (summed over envs); None = 5000. With --resume: extend the run to this many steps."""
+    num_envs: int = 2
+    """Parallel envs (CPU: one process each)."""
+    image_size: int = 64
+    """Camera resolution in pixels (square)."""
+    obs_mode: ObsMode = "rgb+state"
+    """'rgb' or 'rgb+state' (pixels plus proprioception, as ManiSkill's ppo_rgb)."""
+    sim_backend: SimBackend = "auto"
+    """'auto' = physx_cuda with CUDA, else physx_cpu."""
+    variant: Literal["none", "clutter", "lighting"] = "none"
+    """Train on a visual variant of the task: 'clutter' (random visual distractors) or 'lighting'."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Torch device of the networks."""
+    backbone: Literal["auto", "nature", "plain"] = "auto"
+    """Image backbone; auto = NatureCNN for PPO, PlainConv for SAC (ManiSkill's choices)."""
+    run_dir: Path | None = None
+    """Where the run is written; default runs/<env>__<algo>__<method>__s<seed>__<time>."""
+    overwrite: bool = False
+    """Delete an existing, non-empty run directory instead of refusing to start."""
+    resume: Path | None = None
+    """Continue this run directory from its newest checkpoint (all other options come from its config.json)."""
+    init_from: Path | None = None
+    """Start the policy from a pretrained one (RUN/checkpoints/final.pt of gaze-rl pretrain); its algo, method's attention, backbone, image size, obs and control mode must match."""
+    checkpoint_every: int = 10_000
+    """Save a crash-safe checkpoint every N env steps (0 = only at the end); the run's end and Ctrl-C save one too."""
+    keep_checkpoints: int = 0
+    """Keep only the newest N step checkpoints (0 = all); final.zip is always kept."""
+    gaze_image_every: int = 2_000
+    """Log gaze pictures to TensorBoard every N env steps (0 = never)."""
+    control_mode: str | None = None
+    """ManiSkill controller; None = the preset's (pd_joint_delta_pos)."""
+    reward_scale: float | None = None
+    """Reward multiplier seen by the learner; None = the preset's."""
+    learning_rate: float | None = None
+    """Override the preset's learning rate."""
+    n_steps: int | None = None
+    """PPO: override steps per env per rollout."""
+    batch_size: int | None = None
+    """Override the minibatch size (PPO) / batch size (SAC)."""
+    learning_starts: int | None = None
+    """SAC: override env steps before learning starts."""
+    replay_buffer_size: int | None = None
+    """SAC: override the replay buffer capacity (transitions)."""
+    gaze: GazeOptions = field(default_factory=GazeOptions)
+    """Gaussian gaze options."""
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    """Return-guided contrastive loss options (method gaze)."""
+    prune_top_k: int | None = None
+    """Keep only the K highest-ranked cells of the last feature map for the policy head (DeepVision-VLA's pruning); None = all cells."""
+    prune_source: Literal["attention", "shallow"] = "attention"
+    """Ranking of --prune-top-k: the gaze / patch map (baseline: shallow), or the first conv layer's activation energy."""
+    multi_level: bool = False
+    """Fuse every conv layer, pooled to the last grid and attended, into the policy head's input (DeepVision-VLA's multi-level features)."""
+    progress_bar: bool = True
+    """Show progress: a bar on a terminal, else a line every 30 s (step, return, success, speed, time left)."""
+    verbose: int = 0
+    """1 prints SB3's tables to stdout."""
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate a checkpoint: success rates and returns over episodes, optionally a video."""
+
+    checkpoint: Path
+    """A .zip written by gaze-rl train (its run directory's config.json rebuilds the env)."""
+    episodes: int = 10
+    """Episodes to run."""
+    seed: int = 10_000
+    """Seed of the first evaluation episode (held out from training seeds by default)."""
+    deterministic: bool = True
+    """Use the policy's mean action instead of sampling."""
+    video: bool = False
+    """Write an mp4 of the episodes with the gaze drawn on each frame."""
+    variant: Literal["none", "clutter", "lighting"] | None = None
+    """Evaluate on a visual robustness variant of the task (None = the variant trained on)."""
+    attention_on_target: bool = False
+    """Also measure the fraction of the policy's attention on the task-relevant actors (renders segmentation)."""
+    target_actors: tuple[str, ...] | None = None
+    """Task-relevant actors for --attention-on-target; None = the task's defaults (gaze_rl.imitation.saliency)."""
+    out_dir: Path | None = None
+    """Where results go; default <run>/eval/."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Torch device."""
+    overwrite: bool = False
+    """Replace results of an earlier evaluation with the same checkpoint, seed and variant."""
+
+
+@dataclass
+class AnalyzeConfig:
+    """Layer-wise grounding analysis of a checkpoint (DeepVision-VLA): per conv layer, the attention-on-target of its activation energy and the action's sensitivity to zeroing the task-relevant region there."""
+
+    checkpoint: Path
+    """A .zip written by gaze-rl train (its run directory's config.json rebuilds the env)."""
+    episodes: int = 2
+    """Episodes of the deterministic policy whose observations are analysed."""
+    seed: int = 10_000
+    """Seed of the first episode (held out from training seeds by default)."""
+    every: int = 1
+    """Analyse every N-th step of the episodes (1 = every step)."""
+    target_actors: tuple[str, ...] | None = None
+    """Task-relevant actors; None = the task's defaults (gaze_rl.imitation.saliency)."""
+    cover_threshold: float = 0.5
+    """A layer's cell is in the task-relevant region when targets cover at least this fraction of it."""
+    control_draws: int = 4
+    """Random regions of equal area drawn per frame and layer for the control."""
+    compare: tuple[Path, ...] = ()
+    """Analysis JSONs of other policies to draw in the same plot (e.g. baseline next to gaze)."""
+    label: str | None = None
+    """Name of this policy in the plot; None = <method>, plus its pruning / multi-level options."""
+    out_dir: Path | None = None
+    """Where results go; default <run>/analysis/."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Torch device."""
+
+
+@dataclass
+class BenchConfig:
+    """Run a grid of training runs {env} x {method} x {algo} x {seed} and aggregate the curves."""
+
+    out: Path = Path("bench")
+    """Output directory: runs/, logs/, curves.csv, summary.csv, summary.md, plots/."""
+    profile: Literal["cpu", "gpu"] = "cpu"
+    """Budget and env settings from experiments/bench.toml."""
+    envs: tuple[str, ...] = ("PushT-v1", "PokeCube-v1")
+    """Tasks."""
+    methods: tuple[Literal["baseline", "patch", "foveal", "gaze"], ...] = ("baseline", "gaze")
+    """Methods (baseline is the reference of the efficiency ratio)."""
+    algos: tuple[Literal["ppo", "sac"], ...] = ("ppo",)
+    """Algorithms."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds."""
+    total_timesteps: int | None = None
+    """Override the profile's training budget."""
+    workers: int = 1
+    """Runs at a time, as local processes (each uses num_envs env processes)."""
+    ray_address: str | None = None
+    """Run on an existing Ray cluster at this address instead ('auto' = the local one); needs gaze_rl[ray]."""
+    aggregate_only: bool = False
+    """Skip training; only aggregate the runs already in out/runs."""
+
+
+@dataclass
+class ReferenceConfig:
+    """Re-run the CI reference curves (results/reference/) and report points that moved."""
+
+    regenerate: bool = False
+    """Rewrite the reference curves instead of checking them."""
+
+
+@dataclass
+class DemosConfig:
+    """Generate demonstrations with ManiSkill3's motion planners (or convert a ManiSkill trajectory file), rendered with rgb, state and segmentation."""
+
+    env_id: str | None = None
+    """Task (one with a ManiSkill motion-planning solution: PushCube-v1, PickCube-v1, StackCube-v1, PullCube-v1, ...); with --from-h5, taken from the file."""
+    num: int | None = None
+    """Successful demonstrations to write; None = 10 when generating, every episode with --from-h5."""
+    out: Path | None = None
+    """Output directory (demos.h5, meta.json, raw/); default demos/<env>__<size>px__<control mode>."""
+    from_h5: Path | None = None
+    """Convert this ManiSkill trajectory .h5 (with its .json beside it) instead of generating."""
+    image_size: int = 64
+    """Camera resolution in pixels (square); must match the RL runs that use the demonstrations."""
+    control_mode: str = "pd_joint_delta_pos"
+    """Control mode the actions are converted to (the RL preset's); 'source' keeps the demonstrations' own."""
+    include_state: bool = True
+    """Record the flattened state vector beside the images (obs mode rgb+state)."""
+    seed: int = 0
+    """First env seed tried; seeds whose plan fails are skipped (and counted)."""
+    max_attempts: int | None = None
+    """Seeds tried at most; None = 2 * num + 10."""
+    overwrite: bool = False
+    """Replace an existing, non-empty output directory."""
+    progress_bar: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class SaliencyOptions:
+    """Where the demonstrator looked: the targets of the attention objectives."""
+
+    source: Literal["oracle", "heatmaps"] = "oracle"
+    """'oracle': the task-relevant actors from segmentation; 'heatmaps': your own per-frame maps (--saliency.heatmaps)."""
+    actors: tuple[str, ...] | None = None
+    """Task-relevant actors (segmentation / scene names); None = the task's defaults."""
+    shape: Literal["gaussian", "mask"] = "gaussian"
+    """Oracle maps: a Gaussian blob at each actor's centre (AutoFocus-IL) or its blurred mask."""
+    sigma: float = 0.06
+    """Blob sigma / mask blur as a fraction of the image side."""
+    camera: str | None = None
+    """Camera the saliency comes from; None = the first."""
+    heatmaps: Path | None = None
+    """An .npz or .h5 with one (frames, H, W) array per demonstration named traj_<i> (source heatmaps)."""
+    alpha: float = 0.7
+    """Temporal aggregation S_t = sum_k alpha^k S_(t-k) (AutoFocus-IL: 0.7; 0 = per frame)."""
+    window: int | None = None
+    """Frames summed by the temporal aggregation; None = the episode so far."""
+    eps: float = 0.01
+    """Smoothing of the grid distribution g: (g + eps / cells) / (1 + eps), so no cell is 0."""
+
+
+@dataclass
+class PretrainConfig:
+    """Behaviour cloning from demonstrations with a gaze-KL or saliency-MSE attention objective; the policy is the one gaze-rl train builds."""
+
+    demos: Path
+    """Demonstrations written by gaze-rl demos (the directory or its demos.h5)."""
+    env_id: str | None = None
+    """Task; None = the demonstrations' (given, it must match them)."""
+    objective: Literal["none", "gaze-kl", "saliency-mse"] = "gaze-kl"
+    """none: plain BC; gaze-kl: lambda KL(g || a) (gaze-regularised VLAs); saliency-mse: lambda MSE(g(z), S) (AutoFocus-IL)."""
+    weight: float | None = None
+    """lambda; None = the published default (gaze-kl 0.01, saliency-mse 10)."""
+    attention: Literal["auto", "map", "features"] = "auto"
+    """Policy attention the objective compares: map (gaze / patch map), features (softmax of sum_c |z_c| / beta), auto (gaze-kl: map if any; saliency-mse: features)."""
+    beta: float = 50.0
+    """Temperature of the feature softmax (AutoFocus-IL: 50)."""
+    bc_loss: Literal["mse", "nll"] = "mse"
+    """mse: squared error of the mean action; nll: negative log-likelihood of the policy's Gaussian."""
+    algo: Literal["ppo", "sac"] = "ppo"
+    """Whose policy is pretrained (the RL algorithm that will fine-tune it)."""
+    method: Literal["baseline", "patch", "foveal", "gaze"] = "gaze"
+    """Policy architecture, as in gaze-rl train (gaze: the action loss stops at the gaze map, so only the objective moves the gaze)."""
+    backbone: Literal["auto", "nature", "plain"] = "auto"
+    """Image backbone; auto = NatureCNN for PPO, PlainConv for SAC."""
+    gaze: GazeOptions = field(default_factory=GazeOptions)
+    """Gaussian gaze options (methods foveal and gaze)."""
+    saliency: SaliencyOptions = field(default_factory=SaliencyOptions)
+    """Saliency targets."""
+    steps: int = 2_000
+    """Gradient steps."""
+    batch_size: int = 128
+    """(observation, action) pairs per step."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    eval_every: int = 500
+    """Evaluate in the env every N steps (and at the end; 0 = only at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (0 = no env evaluation)."""
+    eval_seed: int = 10_000
+    """Seed of the first evaluation episode (episode i uses eval_seed + i; demonstrations use small seeds)."""
+    max_episode_steps: int | None = None
+    """Evaluation horizon; None = 1.2 x the longest demonstration, rounded up to 10, at least the task's limit."""
+    image_every: int = 500
+    """Log saliency | attention pictures to TensorBoard every N steps (0 = never)."""
+    seed: int = 0
+    """Seed of the network initialisation and the batch sampling."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Torch device."""
+    torch_threads: int | None = 1
+    """CPU threads of torch (1 is ~10x faster than 2 for these small networks on a shared 2-core CPU); None = torch's default."""
+    run_dir: Path | None = None
+    """Where the run is written; default runs/pretrain__<env>__<method>__<objective>__s<seed>__<time>."""
+    overwrite: bool = False
+    """Delete an existing, non-empty run directory instead of refusing to start."""
+    progress_bar: bool = True
+    """Show a progress bar."""

@@ -1,0 +1,165 @@
+"""Circular buffer of detached CNN feature maps for return-guided contrastive learning.
+
+Gaze on the Prize (arXiv 2510.08442) mines triplets among *past* states: it keeps
+the encoder's feature maps together with the return observed from each state,
+searches them for visually similar neighbours and contrasts neighbours whose
+returns differ. :class:`FeatureBuffer` is that memory. It stores
+
+* ``features``: the feature maps ``(C, h, w)`` the gaze attends over, **detached**,
+  so that storing them never keeps an autograd graph (or the encoder's
+  activations) alive;
+* ``keys``: the vectors the k-NN search runs on, computed by the caller (e.g.
+  pooled and L2-normalised features), so the buffer does not impose an
+  embedding;
+* ``returns``: the return attached to each state, always ``float32``.
+
+Everything is preallocated once on a single torch device, so adding states never
+allocates and a GPU-resident buffer never copies to the host. Features and keys
+default to ``float16`` to halve memory (our choice; the paper does not say how it
+stores them); returns stay ``float32`` because mining compares them exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class FeatureBuffer:
+    """Circular buffer of detached feature maps, their k-NN keys and returns, on one torch device.
+
+    Once full, each :meth:`add` overwrites the oldest states. The read accessors
+    (:attr:`features`, :attr:`keys`, :attr:`returns`) are views of the filled slots
+    in **slot order**: row ``i`` is storage slot ``i``, which is insertion order
+    until the buffer first wraps around and not afterwards. Slot indices are what
+    the k-NN search and triplet mining return, so they index all three views
+    consistently.
+
+    :param capacity: maximum number of states held.
+    :param feature_shape: ``(C, h, w)`` of one feature map.
+    :param key_dim: dimension of one k-NN key.
+    :param device: torch device holding the storage.
+    :param dtype: floating dtype of the stored features and keys.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        feature_shape: tuple[int, int, int],
+        key_dim: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float16,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}; pass a positive buffer size.")
+        feature_shape = tuple(int(s) for s in feature_shape)
+        if len(feature_shape) != 3 or min(feature_shape) < 1:
+            raise ValueError(
+                f"feature_shape must be three positive ints (C, h, w), got {feature_shape}; "
+                "pass the shape of one feature map without the batch dimension."
+            )
+        if key_dim < 1:
+            raise ValueError(f"key_dim must be >= 1, got {key_dim}; pass the dimension of the k-NN keys.")
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating dtype, got {dtype}; use torch.float16 or torch.float32.")
+
+        self._capacity = int(capacity)
+        self.feature_shape: tuple[int, int, int] = feature_shape  # type: ignore[assignment]
+        self.key_dim = int(key_dim)
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+        self._features = torch.zeros((self._capacity, *feature_shape), dtype=dtype, device=self.device)
+        self._keys = torch.zeros((self._capacity, self.key_dim), dtype=dtype, device=self.device)
+        self._returns = torch.zeros(self._capacity, dtype=torch.float32, device=self.device)
+        self._pos = 0  # next slot to write
+        self._size = 0
+
+    @property
+    def capacity(self) -> int:
+        """Maximum number of states held."""
+        return self._capacity
+
+    @property
+    def full(self) -> bool:
+        """Whether every slot is filled (further adds overwrite the oldest states)."""
+        return self._size == self._capacity
+
+    def __len__(self) -> int:
+        """Number of filled slots."""
+        return self._size
+
+    @property
+    def features(self) -> Tensor:
+        """Filled feature maps ``(len, C, h, w)`` in slot order; a view of the storage, do not modify."""
+        return self._features[: self._size]
+
+    @property
+    def keys(self) -> Tensor:
+        """Filled k-NN keys ``(len, key_dim)`` in slot order; a view of the storage, do not modify."""
+        return self._keys[: self._size]
+
+    @property
+    def returns(self) -> Tensor:
+        """Filled returns ``(len,)`` float32 in slot order; a view of the storage, do not modify."""
+        return self._returns[: self._size]
+
+    def add(self, features: Tensor, keys: Tensor, returns: Tensor) -> None:
+        """Store a batch of states, overwriting the oldest ones once the buffer is full.
+
+        :param features: ``(N, C, h, w)`` feature maps.
+        :param keys: ``(N, key_dim)`` k-NN keys.
+        :param returns: ``(N,)`` return of each state.
+
+        Inputs are detached and moved to the buffer's device; features and keys are
+        cast to the buffer's dtype, returns to float32. ``N`` may exceed the
+        capacity, in which case only the last ``capacity`` states are kept, in the
+        same slots as if they had been added one at a time.
+        """
+        expected_features = ("N", *self.feature_shape)
+        if features.dim() != 4 or tuple(features.shape[1:]) != self.feature_shape:
+            raise ValueError(
+                f"features must have shape {expected_features}, got {tuple(features.shape)}; "
+                "pass a batch of feature maps matching the buffer's feature_shape."
+            )
+        if keys.dim() != 2 or keys.shape[1] != self.key_dim:
+            raise ValueError(
+                f"keys must have shape ('N', {self.key_dim}), got {tuple(keys.shape)}; "
+                "pass one key of size key_dim per state."
+            )
+        if returns.dim() != 1:
+            raise ValueError(
+                f"returns must have shape ('N',), got {tuple(returns.shape)}; pass one scalar return per state "
+                "(e.g. returns.reshape(-1))."
+            )
+        n = features.shape[0]
+        if keys.shape[0] != n or returns.shape[0] != n:
+            raise ValueError(
+                f"features, keys and returns must have the same batch size N, got "
+                f"{n}, {keys.shape[0]} and {returns.shape[0]}; pass one key and one return per feature map."
+            )
+        if n == 0:
+            return
+
+        # Adding N > capacity states one by one would leave only the last `capacity`
+        # of them; skip the rest but advance the write position as if written.
+        if n > self._capacity:
+            skip = n - self._capacity
+            features, keys, returns = features[skip:], keys[skip:], returns[skip:]
+            self._pos = (self._pos + skip) % self._capacity
+            n = self._capacity
+
+        slots = (self._pos + torch.arange(n, device=self.device)) % self._capacity
+        self._features[slots] = features.detach().to(device=self.device, dtype=self.dtype)
+        self._keys[slots] = keys.detach().to(device=self.device, dtype=self.dtype)
+        self._returns[slots] = returns.detach().to(device=self.device, dtype=torch.float32)
+        self._pos = (self._pos + n) % self._capacity
+        self._size = min(self._size + n, self._capacity)
+
+    def nbytes(self) -> int:
+        """Bytes held by the storage tensors (allocated up front, independent of ``len``)."""
+        return sum(t.numel() * t.element_size() for t in (self._features, self._keys, self._returns))
+
+    def bytes_per_state(self) -> int:
+        """Bytes of storage per state: one feature map, one key and one return."""
+        return self.nbytes() // self._capacity

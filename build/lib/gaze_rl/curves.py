@@ -1,0 +1,90 @@
+"""Learning-curve arithmetic: per-seed curves on a common step grid, mean and 95% interval,
+steps to a threshold, area under the curve, and the sample-efficiency ratio vs a baseline."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+CURVE_METRICS = ("episodic_return", "success_once", "success_at_end")
+
+
+def read_curve(path: Path) -> dict[str, np.ndarray]:
+    """A run's curve.csv as float arrays per column (one entry per finished episode)."""
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
+
+
+def on_grid(curve: dict[str, np.ndarray], metric: str, grid: np.ndarray) -> np.ndarray:
+    """Mean of `metric` over the episodes that finished in each grid interval (step_{i-1}, step_i].
+
+    Intervals without an episode carry the previous value (NaN before the first episode).
+    """
+    steps, values = curve["global_step"], curve[metric]
+    out = np.full(len(grid), np.nan)
+    lower = -np.inf
+    for i, upper in enumerate(grid):
+        inside = (steps > lower) & (steps <= upper)
+        out[i] = values[inside].mean() if inside.any() else (out[i - 1] if i else np.nan)
+        lower = upper
+    return out
+
+
+@dataclass
+class Band:
+    """Mean curve over seeds with a two-sided 95% t-interval (equal to the mean for one seed)."""
+
+    steps: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    seeds: int
+
+
+def band(per_seed: list[np.ndarray], steps: np.ndarray) -> Band:
+    values = np.vstack(per_seed)
+    n = len(per_seed)
+    with warnings.catch_warnings():  # grid points before any episode ended are NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=0)
+        if n < 2:
+            return Band(steps, mean, mean.copy(), mean.copy(), n)
+        half = stats.t.ppf(0.975, n - 1) * np.nanstd(values, axis=0, ddof=1) / np.sqrt(n)
+    return Band(steps, mean, mean - half, mean + half, n)
+
+
+def steps_to_reach(steps: np.ndarray, values: np.ndarray, level: float) -> float | None:
+    """First step at which the curve reaches `level` (None if it never does)."""
+    hit = np.flatnonzero(np.nan_to_num(values, nan=-np.inf) >= level)
+    return float(steps[hit[0]]) if len(hit) else None
+
+
+def normalised_auc(steps: np.ndarray, values: np.ndarray) -> float:
+    """Area under the curve divided by the step range (the curve's mean height)."""
+    ok = ~np.isnan(values)
+    if ok.sum() < 2:
+        return float(np.nanmean(values)) if ok.any() else float("nan")
+    return float(np.trapz(values[ok], steps[ok]) / (steps[ok][-1] - steps[ok][0]))
+
+
+def efficiency_ratio(steps: np.ndarray, baseline: np.ndarray, method: np.ndarray) -> float | None:
+    """Sample-efficiency ratio (the paper's headline metric): steps the baseline needs to reach
+    its own final level, divided by the steps the method needs to reach that level.
+
+    None when the method never reaches it; values > 1 mean the method needs fewer samples.
+    """
+    level = baseline[~np.isnan(baseline)][-1] if (~np.isnan(baseline)).any() else None
+    if level is None:
+        return None
+    base_steps, method_steps = steps_to_reach(steps, baseline, level), steps_to_reach(steps, method, level)
+    if base_steps is None or method_steps is None:
+        return None
+    return base_steps / method_steps

@@ -1,0 +1,141 @@
+"""The RL env with segmentation on the side: what demonstrations are recorded in and what
+pretraining evaluates (and `gaze-rl eval --attention-on-target` runs) in.
+
+`make_segmented_env` builds the same stack as `gaze_rl.envs.single.make_single_env` (the CPU
+RL env), except that ManiSkill renders `obs_mode="rgb+segmentation"`: a `SegmentationTap` below
+the flattening wrapper keeps each frame's per-camera segmentation, camera matrices and actor
+positions, then the observation goes on exactly as in RL (`{"rgb": uint8 (H, W, 3 * cameras),
+"state": float32}`). The policy never sees the segmentation; the tap is read with
+`env.get_wrapper_attr("frame")` (or `VecEnv.get_attr("frame")`) and always describes the latest
+observation the env returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.monitor import Monitor
+
+from gaze_rl.envs.single import EpisodeOutcome, ScaleReward
+
+
+@dataclass
+class Frame:
+    """What the camera saw besides the pixels, for one observation.
+
+    :param segmentation: camera name -> (H, W) int16 per-pixel segmentation ids.
+    :param intrinsic: camera name -> (3, 3) OpenCV intrinsic matrix.
+    :param extrinsic: camera name -> (3, 4) OpenCV extrinsic (world -> camera) matrix.
+    :param actor_positions: actor name -> (3,) world position of every actor in the scene
+        (hidden ones included, e.g. PickCube's goal_site).
+    """
+
+    segmentation: dict[str, np.ndarray]
+    intrinsic: dict[str, np.ndarray]
+    extrinsic: dict[str, np.ndarray]
+    actor_positions: dict[str, np.ndarray]
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+class SegmentationTap(gym.ObservationWrapper):
+    """Keeps the segmentation, camera matrices and actor positions of each raw ManiSkill
+    observation in `self.frame` and passes the observation on unchanged."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.frame: Frame | None = None
+
+    def observation(self, observation: dict) -> dict:
+        sensors, params = observation["sensor_data"], observation["sensor_param"]
+        missing = [name for name, data in sensors.items() if "segmentation" not in data]
+        if missing:
+            raise ValueError(f"cameras {missing} render no segmentation; build the env with "
+                             "obs_mode='rgb+segmentation'")
+        scene = self.env.unwrapped.scene
+        self.frame = Frame(
+            segmentation={name: _numpy(data["segmentation"])[0, ..., 0].copy() for name, data in sensors.items()},
+            intrinsic={name: _numpy(p["intrinsic_cv"])[0].copy() for name, p in params.items()},
+            extrinsic={name: _numpy(p["extrinsic_cv"])[0].copy() for name, p in params.items()},
+            actor_positions={name: _numpy(actor.pose.p)[0].copy() for name, actor in scene.actors.items()},
+        )
+        return observation
+
+
+def segmentation_names(env: gym.Env) -> dict[int, str]:
+    """Segmentation id -> actor or link name of a ManiSkill env."""
+    return {int(i): obj.name for i, obj in env.unwrapped.segmentation_id_map.items()}
+
+
+def make_segmented_env(
+    env_id: str,
+    *,
+    image_size: int,
+    control_mode: str | None,
+    include_state: bool = True,
+    ignore_terminations: bool = True,
+    max_episode_steps: int | None = None,
+    reward_scale: float = 1.0,
+    monitor: bool = True,
+    render_backend: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    variant: str = "none",
+) -> gym.Env:
+    """One CPU ManiSkill env whose observations match gaze_rl's RL env, with a SegmentationTap.
+
+    `monitor=False` leaves out the episode bookkeeping (EpisodeOutcome, Monitor), as recording
+    does; `max_episode_steps` overrides the task's time limit (None keeps it); `variant` is a
+    visual robustness variant (gaze_rl.envs.variants).
+    """
+    import mani_skill.envs  # noqa: F401  (registers the tasks)
+    import torch
+    from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
+    from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+
+    from gaze_rl.envs.variants import variant_env_id
+
+    kwargs = dict(env_kwargs or {})
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    env = gym.make(
+        variant_env_id(env_id, variant),
+        obs_mode="rgb+segmentation",
+        sim_backend="physx_cpu",
+        render_backend=render_backend or ("gpu" if torch.cuda.is_available() else "cpu"),
+        render_mode="rgb_array",
+        control_mode=control_mode,
+        sensor_configs=dict(width=image_size, height=image_size),
+        enhanced_determinism=True,  # as make_single_env: unseeded resets follow the seeded main RNG
+        **kwargs,
+    )
+    env = SegmentationTap(env)
+    env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=include_state)
+    env = CPUGymWrapper(env, ignore_terminations=ignore_terminations, record_metrics=False)
+    if monitor:
+        env = EpisodeOutcome(env)
+        env = Monitor(env, info_keywords=("success_once", "success_at_end"))
+    if reward_scale != 1.0:
+        env = ScaleReward(env, reward_scale)
+    return env
+
+
+def project_points(points: np.ndarray, intrinsic: np.ndarray, extrinsic: np.ndarray) -> np.ndarray:
+    """Pixel coordinates (x = column, y = row; pixel centres at +0.5) of world points.
+
+    :param points: (..., 3) world positions.
+    :param intrinsic: (3, 3) OpenCV intrinsic matrix; :param extrinsic: (3, 4) world -> camera.
+    :return: (..., 2) pixel coordinates; points behind the camera give NaN.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    homogeneous = np.concatenate([points, np.ones((*points.shape[:-1], 1))], axis=-1)
+    camera = homogeneous @ np.asarray(extrinsic, dtype=np.float64).T
+    pixels = camera @ np.asarray(intrinsic, dtype=np.float64).T
+    depth = pixels[..., 2:3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = np.where(depth > 0, pixels[..., :2] / depth, np.nan)
+    return uv

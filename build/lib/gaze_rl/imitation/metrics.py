@@ -1,0 +1,131 @@
+"""Attention-on-target: the fraction of the policy's attention mass that falls on the
+task-relevant segmentation.
+
+For one observation: `aot = sum_cells a_cell * coverage_cell`, with a the policy's attention
+over feature-grid cells (summing to 1; see objectives.PolicyAttention: the gaze / patch map, or
+the feature softmax for the baseline) and coverage the fraction of each cell's pixels that belong
+to a task-relevant actor (a hidden goal counts as a disc of radius sigma around its projection).
+Attention spread uniformly scores `chance` = the fraction of the image covered by targets;
+`lift` = aot / chance (1 = no better than uniform). With a 4x4 grid (64 px images) a cell is
+16x16 px, so even attention on the right cell scores well below 1 for small objects: compare
+methods by the same grid, and by lift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.preprocessing import preprocess_obs
+
+from gaze_rl.imitation.objectives import ATTENTION_MODES, has_attention_map, policy_attention
+from gaze_rl.imitation.saliency import OracleSaliency, coverage_grid
+
+
+def attention_on_target(attention: np.ndarray | torch.Tensor, coverage: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Per-sample `sum a * coverage` for (B, h, w) attention (sum 1) and (B, h, w) coverage."""
+    a = torch.as_tensor(attention, dtype=torch.float64)
+    c = torch.as_tensor(coverage, dtype=torch.float64, device=a.device)
+    return (a * c).flatten(1).sum(dim=1).cpu().numpy()
+
+
+def policy_extractor(model: Any) -> Any:
+    """The features extractor of an SB3 model's policy (PPO: policy's; SAC: the actor's)."""
+    policy = model.policy if hasattr(model, "policy") else model
+    extractor = getattr(policy, "features_extractor", None)
+    if extractor is None and hasattr(policy, "actor"):
+        extractor = policy.actor.features_extractor
+    return extractor
+
+
+def resolve_metric_mode(extractor: Any, mode: str) -> str:
+    """"map" when the policy has an attention map (for "auto"), else "features"."""
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"unknown attention mode {mode!r}; valid choices: {', '.join(ATTENTION_MODES)}")
+    if not hasattr(extractor, "attend"):
+        raise ValueError(f"attention-on-target needs gaze_rl's GazeExtractor (got {type(extractor).__name__})")
+    if mode == "auto":
+        return "map" if has_attention_map(extractor) else "features"
+    if mode == "map" and not has_attention_map(extractor):
+        raise ValueError("the baseline CNN has no attention map; use --attention features or auto")
+    return mode
+
+
+@dataclass
+class AttentionOnTargetMeter:
+    """Accumulates attention-on-target over observations of a segmented env (gaze_rl.imitation.envs).
+
+    :param model: an SB3 model (GazePPO / GazeSAC / a pretrained policy's model).
+    :param oracle: finds the task-relevant pixels of each frame.
+    :param mode: "auto", "map" or "features" (see objectives).
+    :param beta: feature-softmax temperature for "features".
+    """
+
+    model: Any
+    oracle: OracleSaliency
+    mode: str = "auto"
+    beta: float = 50.0
+    values: list[float] = field(default_factory=list)
+    chances: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.extractor = policy_extractor(self.model)
+        self.mode = resolve_metric_mode(self.extractor, self.mode)
+
+    @torch.no_grad()
+    def observe(self, observations: dict[str, np.ndarray], frames: list[Any]) -> np.ndarray:
+        """Adds the attention-on-target of a batch of vec-env observations; `frames` are the
+        envs' `frame` attributes (SegmentationTap) for those observations. Returns the values."""
+        policy = self.model.policy
+        obs_tensor, _ = policy.obs_to_tensor(observations)
+        obs_tensor = preprocess_obs(obs_tensor, policy.observation_space, normalize_images=True)
+        attention = policy_attention(self.extractor, obs_tensor, self.mode, self.beta).grid
+        h, w = attention.shape[-2:]
+        masks = []
+        for frame in frames:
+            camera = self.oracle.camera or next(iter(frame.segmentation))
+            masks.append(self.oracle.target_mask(frame.segmentation[camera], frame.actor_positions,
+                                                 frame.intrinsic[camera], frame.extrinsic[camera]))
+        masks = np.stack(masks)
+        values = attention_on_target(attention, coverage_grid(masks, h, w))
+        self.values.extend(values.tolist())
+        self.chances.extend(masks.mean(axis=(1, 2)).tolist())
+        return values
+
+    def summary(self) -> dict[str, float]:
+        """Mean attention-on-target, the uniform-attention chance level and their ratio."""
+        if not self.values:
+            return {}
+        aot, chance = float(np.mean(self.values)), float(np.mean(self.chances))
+        return {"attention_on_target": aot, "attention_on_target_chance": chance,
+                "attention_on_target_lift": aot / chance if chance > 0 else float("nan"),
+                "attention_mode": self.mode}
+
+
+def segmented_eval_env(model: Any, spec: Any, actors: tuple[str, ...] | None = None, seed: int | None = None,
+                       mode: str = "auto", beta: float = 50.0) -> tuple[Any, AttentionOnTargetMeter]:
+    """`gaze-rl eval --attention-on-target`: the env of an EnvSpec (one CPU env, channel-first, the
+    same observations as make_vec_env) with segmentation on the side, and a meter for `model`."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecTransposeImage
+
+    from gaze_rl.imitation.envs import make_segmented_env, segmentation_names
+    from gaze_rl.imitation.saliency import task_targets
+
+    task_targets(spec.env_id, actors)  # raises before any env starts when the task has no defaults
+    resolve_metric_mode(policy_extractor(model), mode)
+    env = VecTransposeImage(DummyVecEnv([lambda: make_segmented_env(
+        spec.env_id, image_size=spec.image_size, control_mode=spec.control_mode,
+        include_state=spec.obs_mode == "rgb+state", ignore_terminations=spec.ignore_terminations,
+        reward_scale=spec.reward_scale, env_kwargs=spec.env_kwargs, variant=getattr(spec, "variant", "none"))]))
+    try:
+        base = env.get_attr("unwrapped")[0]
+        oracle = OracleSaliency(spec.env_id, segmentation_names(base), list(base.scene.actors), actors=actors)
+        meter = AttentionOnTargetMeter(model, oracle, mode, beta)
+    except BaseException:
+        env.close()
+        raise
+    if seed is not None:
+        env.seed(seed)
+    return env, meter

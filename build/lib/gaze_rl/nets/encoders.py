@@ -1,0 +1,105 @@
+"""ManiSkill3's reference image backbones, cut before their flatten so the last feature map
+(C x h x w) is exposed and attention can re-weight it.
+
+- `NatureCNN`: the encoder of ManiSkill's `ppo_rgb.py` (Mnih et al. 2015 layout):
+  8x8/4 (32) -> 4x4/2 (64) -> 3x3/1 (64); 64x4x4 for 64x64 input, 64x12x12 for 128x128.
+- `PlainConv`: the encoder of ManiSkill's `sac_rgbd.py`: four 3x3 conv + max-pool stages
+  (16, 32, 64, 64) and a 1x1 conv; 64x4x4 for 64x64 and 128x128 input.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BACKBONES = ("nature", "plain")  # and "auto" where an image space is known (fitting_backbone)
+
+
+class NatureCNN(nn.Sequential):
+    """NatureCNN conv stack; output is the last ReLU'd feature map (B, 64, h, w)."""
+
+    def __init__(self, in_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, 32, kernel_size=8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, kernel_size=3, stride=1), nn.ReLU(),
+        )
+
+
+class PlainConv(nn.Sequential):
+    """ManiSkill's sac_rgbd PlainConv stack; output (B, 64, 4, 4) for 64 or 128 px images.
+
+    The first max-pool shrinks the image to 32 px (4x4 pooling at 128 px, as in ManiSkill;
+    2x2 at 64 px), then three conv + 2x2 pool stages and a 1x1 conv.
+    """
+
+    def __init__(self, in_channels: int, image_size: int):
+        first_pool = max(1, image_size // 32)
+        super().__init__(
+            nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(first_pool, first_pool),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(64, 64, 1), nn.ReLU(),
+        )
+
+
+def make_backbone(name: str, in_channels: int, image_size: int) -> nn.Sequential:
+    """Builds a backbone by name (one of BACKBONES)."""
+    if name == "nature":
+        return NatureCNN(in_channels)
+    if name == "plain":
+        return PlainConv(in_channels, image_size)
+    raise ValueError(f"unknown backbone {name!r}; valid choices: {', '.join(BACKBONES)}")
+
+
+def feature_map_shape(backbone: nn.Module, in_channels: int, height: int, width: int) -> tuple[int, int, int]:
+    """(C, h, w) of the backbone's output for one image of the given size."""
+    with torch.no_grad():
+        out = backbone(torch.zeros(1, in_channels, height, width))
+    return tuple(out.shape[1:])  # type: ignore[return-value]
+
+
+
+def min_image_size(name: str, in_channels: int = 3, min_side: int = 1) -> int:
+    """Smallest square image (px) the backbone turns into a feature map of at least
+    min_side x min_side cells."""
+    for size in range(2, 513):
+        try:
+            _, h, w = feature_map_shape(make_backbone(name, in_channels, size), in_channels, size, size)
+        except RuntimeError:
+            continue
+        if min(h, w) >= min_side:
+            return size
+    raise ValueError(f"backbone {name!r} needs images larger than 512 px")
+
+
+def checked_map_shape(backbone: nn.Module, name: str, in_channels: int, height: int, width: int,
+                      min_side: int = 1) -> tuple[int, int, int]:
+    """(C, h, w) of the backbone's output, at least min_side cells a side (attention needs 2: one
+    cell leaves it nothing to choose). Too small images are a clear error naming the sizes that
+    work, instead of a kernel-size error inside the first forward pass."""
+    try:
+        shape = feature_map_shape(backbone, in_channels, height, width)
+    except RuntimeError:
+        shape = None
+    if shape is None or min(shape[1:]) < min_side:
+        other = [f"backbone {b!r} (>= {min_image_size(b, in_channels, min_side)} px)"
+                 for b in BACKBONES if b != name]
+        raise ValueError(
+            f"images of {height}x{width} are too small for the {name!r} backbone"
+            f"{' with attention' if min_side > 1 else ''}: it needs at least "
+            f"{min_image_size(name, in_channels, min_side)} px a side; use larger images or "
+            f"{', '.join(other)}"
+        )
+    return shape
+
+
+def fitting_backbone(in_channels: int, height: int, width: int, min_side: int = 1) -> str:
+    """'auto': NatureCNN (ManiSkill's ppo_rgb) where the image leaves it min_side cells a side,
+    else PlainConv (which fits down to 16 px)."""
+    try:
+        _, h, w = feature_map_shape(make_backbone("nature", in_channels, height), in_channels, height, width)
+    except RuntimeError:
+        return "plain"
+    return "nature" if min(h, w) >= min_side else "plain"
