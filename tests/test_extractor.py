@@ -138,7 +138,7 @@ def test_error_no_image():
     space = spaces.Dict({"state": spaces.Box(-1, 1, (4,), np.float32)})
     with pytest.raises(ValueError, match="needs an image to look at.*none"):
         GazeExtractor(space)
-    with pytest.raises(ValueError, match="MlpPolicy"):
+    with pytest.raises(ValueError, match="vectors need no gaze"):
         GazeExtractor(spaces.Box(-1, 1, (12,), np.float32))
 
 

@@ -68,6 +68,7 @@ class ContrastiveMixin:
     contrastive_kwargs: dict[str, Any] | None
     contrastive: ContrastiveLearner | None
     backbone: str
+    _exporting = False  # save_sb3 in progress: leave out what plain SB3 cannot load
 
     def _gaze_extractor(self) -> GazeExtractor:
         raise NotImplementedError
@@ -181,5 +182,4 @@ class ContrastiveMixin:
         return ["contrastive", "_exporting"]
 
     def _contrastive_state_dicts(self) -> list[str]:
-        exporting = getattr(self, "_exporting", False)
-        return ["contrastive.projection", "contrastive.optimizer"] if self.contrastive_kwargs and not exporting else []
+        return ["contrastive.projection", "contrastive.optimizer"] if self.contrastive_kwargs and not self._exporting else []

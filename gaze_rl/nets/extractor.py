@@ -179,7 +179,7 @@ def find_image_key(observation_space: spaces.Space, image_key: str | None, norma
             raise ValueError(f"image_key={image_key!r} was given but the observation space is a Box, not a Dict")
         if not is_image_space(observation_space, normalized_image=normalized_image):
             raise ValueError(f"GazeExtractor needs image observations (C, H, W) uint8 in [0, 255] (got "
-                             f"{observation_space}); use a MlpPolicy for vectors.{float_hint}")
+                             f"{observation_space}); vectors need no gaze (SB3's MlpPolicy and its default extractor).{float_hint}")
         return None
     if not isinstance(observation_space, spaces.Dict):
         raise ValueError(f"GazeExtractor needs a Box image or a Dict observation space (got {observation_space})")
