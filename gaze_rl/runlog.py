@@ -200,8 +200,9 @@ class ProgressReport(BaseCallback):
         self._start = self._last = time.perf_counter()
         self._start_steps = self.num_timesteps
         if sys.stdout.isatty():
-            from tqdm.rich import tqdm
+            from tqdm import tqdm
 
+            # initial: a resumed run's bar goes on from its step, not from 0
             self._bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step")
 
     def _on_step(self) -> bool:

@@ -96,6 +96,9 @@ def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path):
     model.learn(32, callback=[curve, report])
     assert lines and lines[-1].startswith("step 32/48 (67%)") and "steps/s" in lines[-1]
     assert "return" in lines[-1]  # 8-step episodes have finished
+    lines.clear()  # a resumed run counts on from its step, not from 0
+    model.learn(16, callback=[curve, report], reset_num_timesteps=False)
+    assert lines[0].startswith("step 33/48") and lines[-1].startswith("step 48/48 (100%)")
 
 
 def test_damaged_checkpoint_is_the_projects_own_message(tmp_path):
