@@ -12,7 +12,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTran
 
 from gaze_rl import ContrastiveConfig, GazePPO, GazeSAC
 from gaze_rl.nets.extractor import GazeExtractor
-from tests.image_envs import ImageEnv
+from image_envs import ImageEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 

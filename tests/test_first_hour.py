@@ -22,7 +22,7 @@ from gaze_rl.checkpoints import latest_checkpoint, load_model, load_state
 from gaze_rl.cli import main
 from gaze_rl.config import TrainConfig
 from gaze_rl.train import TrainingInterrupted, learn
-from tests.image_envs import ImageEnv
+from image_envs import ImageEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
