@@ -1,1 +1,0 @@
-"""Readable per-task hyperparameter presets (TOML), shipped as package data gaze_rl.experiments."""
