@@ -11,9 +11,9 @@ setup:
 train: setup
 	$(VENV)/bin/gaze-rl train --env-id PushT-v1 --algo ppo --method gaze --total-timesteps 4000 $(TRAIN_ARGS)
 
-# The whole test-suite, slow tests (real ManiSkill3 rendering and training) included.
+# The whole test-suite, slow tests (real ManiSkill3 rendering and training) included; lists the 15 slowest.
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=15
 
 # Unit tests only (seconds).
 test-fast: setup

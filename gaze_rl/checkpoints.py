@@ -77,6 +77,9 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, Path] | None:
 
 def load_model(algo_class: type[BaseAlgorithm], path: Path, **kwargs: Any) -> BaseAlgorithm:
     """`algo_class.load` with a clear error for a truncated or foreign checkpoint file."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # SB3 would say "wasn't a zip-file"
+        raise ValueError(f"checkpoint {path} is damaged (not a complete zip file); use another checkpoint "
+                         "of the run, or resume from the previous one by deleting this one")
     try:
         return algo_class.load(path, **kwargs)
     except (zipfile.BadZipFile, EOFError, KeyError, RuntimeError) as err:
@@ -95,23 +98,33 @@ def load_state(path: Path) -> dict[str, Any]:
 
 class AtomicCheckpoint(BaseCallback):
     """Saves `step_<N>.zip` + `step_<N>.state.pt` atomically at the first rollout start after
-    every `every` env steps."""
+    every `every` env steps, keeping the newest `keep` of them (0 = all).
 
-    def __init__(self, directory: Path, every: int, curve_rows: Callable[[], int]):
+    `request_stop()` (Ctrl-C) makes it save at the next rollout start and end learn() there,
+    so that the checkpoint never holds a half-applied update."""
+
+    def __init__(self, directory: Path, every: int, curve_rows: Callable[[], int], keep: int = 0):
         super().__init__()
-        self.directory, self.every, self.curve_rows = directory, every, curve_rows
+        self.directory, self.every, self.curve_rows, self.keep = directory, every, curve_rows, keep
         self._next = 0
+        self.stop_requested = False
+        self.stopped_at: Path | None = None
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
 
     def _on_training_start(self) -> None:
         self._next = (self.num_timesteps // self.every + 1) * self.every
 
     def _on_step(self) -> bool:
-        return True
+        return self.stopped_at is None  # False ends learn() before this step is used
 
     def _on_rollout_start(self) -> None:
         # Between a training step and the next collection: PPO has trained on every rollout
         # so far (a mid-rollout checkpoint would drop one rollout's update), SAC likewise.
-        if self.num_timesteps >= self._next:
+        if self.stop_requested:
+            self.stopped_at = self.save(self.num_timesteps)
+        elif self.num_timesteps >= self._next:
             self._next = (self.num_timesteps // self.every + 1) * self.every
             self.save(self.num_timesteps)
 
@@ -120,4 +133,14 @@ class AtomicCheckpoint(BaseCallback):
         atomic_save_model(self.model, path)
         atomic_torch_save({"num_timesteps": step, "curve_rows": self.curve_rows(), **rng_state()},
                           path.with_name(f"step_{step}.state.pt"))
+        self._prune()
         return path
+
+    def _prune(self) -> None:
+        """Deletes all but the newest `keep` checkpoints (final.zip is never touched)."""
+        if self.keep <= 0:
+            return
+        steps = sorted(int(m.group(1)) for p in self.directory.glob("step_*.zip") if (m := STEP_FILE.match(p.name)))
+        for step in steps[:-self.keep]:
+            for name in (f"step_{step}.zip", f"step_{step}.state.pt"):
+                (self.directory / name).unlink(missing_ok=True)

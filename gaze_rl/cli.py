@@ -69,6 +69,8 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
 
 
 def main(argv: list[str] | None = None) -> None:
+    from gaze_rl.train import TrainingInterrupted
+
     try:
         config = tyro.extras.subcommand_cli_from_dict(
             {name: config_class for name, (config_class, _) in COMMANDS.items()}, args=argv, prog="gaze-rl",
@@ -80,6 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         # Bad input: one clear line, not a traceback.
         print(f"gaze-rl: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except (TrainingInterrupted, KeyboardInterrupt) as err:
+        # Ctrl-C: what was saved and how to go on, no traceback.
+        print(f"\ngaze-rl: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ class TrainConfig:
     """baseline: plain CNN; patch: per-cell softmax attention; foveal: Gaussian gaze trained by RL; gaze: Gaussian gaze trained by return-guided contrastive learning (the paper)."""
     seed: int = 0
     """Seed of the envs, the networks and the contrastive sampler."""
-    total_timesteps: int = 5_000
-    """Env steps to train for (summed over envs)."""
+    total_timesteps: int | None = None
+    """Env steps to train for (summed over envs); None = 5000. With --resume: extend the run to this many steps."""
     num_envs: int = 2
     """Parallel envs (CPU: one process each)."""
     image_size: int = 64
@@ -67,7 +67,9 @@ class TrainConfig:
     init_from: Path | None = None
     """Start the policy from a pretrained one (RUN/checkpoints/final.pt of gaze-rl pretrain); its algo, method's attention, backbone, image size, obs and control mode must match."""
     checkpoint_every: int = 10_000
-    """Save a crash-safe checkpoint every N env steps (0 = only at the end)."""
+    """Save a crash-safe checkpoint every N env steps (0 = only at the end); the run's end and Ctrl-C save one too."""
+    keep_checkpoints: int = 0
+    """Keep only the newest N step checkpoints (0 = all); final.zip is always kept."""
     gaze_image_every: int = 2_000
     """Log gaze pictures to TensorBoard every N env steps (0 = never)."""
     control_mode: str | None = None
@@ -95,7 +97,7 @@ class TrainConfig:
     multi_level: bool = False
     """Fuse every conv layer, pooled to the last grid and attended, into the policy head's input (DeepVision-VLA's multi-level features)."""
     progress_bar: bool = True
-    """Show a progress bar."""
+    """Show progress: a bar on a terminal, else a line every 30 s (step, return, success, speed, time left)."""
     verbose: int = 0
     """1 prints SB3's tables to stdout."""
 
@@ -124,6 +126,8 @@ class EvalConfig:
     """Where results go; default <run>/eval/."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Torch device."""
+    overwrite: bool = False
+    """Replace results of an earlier evaluation with the same checkpoint, seed and variant."""
 
 
 @dataclass

@@ -43,8 +43,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     stem = f"{cfg.checkpoint.stem}__seed{cfg.seed}" + (f"__{spec.variant}" if spec.variant != "none" else "")
     result_path, video_path = out_dir / f"{stem}.json", out_dir / f"{stem}.mp4"
     for path in (result_path, video_path if cfg.video else None):
-        if path is not None and path.exists():
-            raise FileExistsError(f"{path} already exists; pass another --seed or --out-dir")
+        if path is not None and path.exists() and not cfg.overwrite:
+            raise FileExistsError(f"{path} already exists; pass --overwrite to replace it, or another --seed or --out-dir")
     algo_class = ALGO_CLASSES[run["train"]["algo"]]
     model = load_model(algo_class, cfg.checkpoint, device=resolve_device(cfg.device))
     # Channel-first images, as the policy saw them in training (SB3 transposes there too).

@@ -8,8 +8,10 @@ and `checkpoints/`.
 from __future__ import annotations
 
 import csv
+from collections import deque
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,7 @@ class CurveLogger(BaseCallback):
         self._writer: Any = None
         self._start = 0.0
         self._start_steps = 0
+        self._recent: deque[tuple[float, int]] = deque(maxlen=20)  # (return, success_once), newest last
 
     def _on_training_start(self) -> None:
         new = not self.path.exists()
@@ -109,12 +112,21 @@ class CurveLogger(BaseCallback):
                    int(info.get("success_at_end", False)), round(sps, 2), round(wall, 3))
             self._writer.writerow(row)
             self.rows_written += 1
+            self._recent.append((float(episode["r"]), row[3]))
             self.logger.record_mean("charts/episodic_return", float(episode["r"]))
             self.logger.record_mean("charts/success_once", float(row[3]))
             self.logger.record_mean("charts/success_at_end", float(row[4]))
             self.logger.record("charts/env_steps_per_s", sps)
         self._file.flush()
         return True
+
+    def recent_summary(self) -> str:
+        """Mean return and success of this session's last 20 episodes, as one phrase."""
+        if not self._recent:
+            return "no episode finished yet"
+        returns, successes = zip(*self._recent)
+        return (f"return {np.mean(returns):.2f}  success {np.mean(successes):.2f} "
+                f"(last {len(returns)} episodes)")
 
     def _on_training_end(self) -> None:
         self.logger.dump(self.num_timesteps)  # SAC dumps only every few episodes: flush the rest
@@ -135,12 +147,20 @@ class GazeImageLogger(BaseCallback):
         if self.every <= 0 or self.num_timesteps < self._next:
             return True
         self._next = self.num_timesteps + self.every
+        self._record()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.every > 0 and self._record():  # the gaze the run ends with
+            self.logger.dump(self.num_timesteps)
+
+    def _record(self) -> bool:
         observations = self.locals.get("new_obs")
-        if not isinstance(observations, dict):
-            return True
+        if not isinstance(observations, dict) or "rgb" not in observations:
+            return False
         attention = attention_of(self.model, observations)
         if attention is None:
-            return True
+            return False
         grid = np.concatenate(overlays(observations, attention, self.limit, size=192), axis=1)
         self.logger.record("gaze/frames", Image(grid, "HWC"), exclude=("stdout", "log", "json", "csv"))
         return True
@@ -160,3 +180,81 @@ class NonFiniteGuard(BaseCallback):
                     f"non-finite values in policy parameter {name!r} at step {self.num_timesteps}; "
                     "lower the learning rate, or resume from the last checkpoint with gaze-rl train --resume"
                 )
+
+
+class ProgressReport(BaseCallback):
+    """Progress of the whole run, resumed runs included (step N of the total, not 0 of the rest).
+
+    On a terminal: a tqdm bar. Elsewhere (CI, nohup, a notebook's log), where a bar only shows
+    up at the end: one line every `every_s` seconds with the step, the recent return and
+    success, the speed and the time left."""
+
+    def __init__(self, total: int, curve: CurveLogger, every_s: float = 30.0):
+        super().__init__()
+        self.total, self.curve, self.every_s = total, curve, every_s
+        self._bar: Any = None
+        self._last = self._start = 0.0
+        self._start_steps = 0
+
+    def _on_training_start(self) -> None:
+        self._start = self._last = time.perf_counter()
+        self._start_steps = self.num_timesteps
+        if sys.stdout.isatty():
+            from tqdm import tqdm
+
+            # initial: a resumed run's bar goes on from its step, not from 0
+            self._bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step")
+
+    def _on_step(self) -> bool:
+        if self._bar is not None:
+            self._bar.update(self.num_timesteps - self._bar.n)
+        elif time.perf_counter() - self._last >= self.every_s:
+            self._last = time.perf_counter()
+            print(self.line(), flush=True)
+        return True
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self._start
+        speed = (self.num_timesteps - self._start_steps) / max(elapsed, 1e-9)
+        left = (self.total - self.num_timesteps) / speed if speed > 0 else float("nan")
+        return (f"step {self.num_timesteps}/{self.total} ({100 * self.num_timesteps / self.total:.0f}%)  "
+                f"{self.curve.recent_summary()}  {speed:.1f} steps/s  {left / 60:.1f} min left")
+
+    def _on_training_end(self) -> None:
+        if self._bar is not None:
+            self._bar.update(self.num_timesteps - self._bar.n)
+        self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def plot_curve(curve_csv: Path, out: Path) -> Path | None:
+    """Writes the learning curve (episodic return and success per episode, with a running
+    mean) as a PNG; None when no episode has finished."""
+    from gaze_rl.curves import read_curve
+
+    curve = read_curve(curve_csv)
+    if not curve:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    window = max(1, len(curve["global_step"]) // 10)
+    for ax, metric in zip(axes, ("episodic_return", "success_once")):
+        values = curve[metric]
+        ax.plot(curve["global_step"], values, ".", alpha=0.3, label="episodes")
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(curve["global_step"][window - 1:], smooth, label=f"mean of {window}")
+        ax.set_xlabel("env steps")
+        ax.set_title(metric)
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

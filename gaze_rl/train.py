@@ -2,33 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import platform
+import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from gaze_rl.algos import GazePPO, GazeSAC
-from gaze_rl.checkpoints import AtomicCheckpoint, atomic_save_model, latest_checkpoint, load_model, load_state, restore_rng_state
+from gaze_rl.checkpoints import AtomicCheckpoint, latest_checkpoint, load_model, load_state, restore_rng_state
 from gaze_rl.config import GazeOptions, TrainConfig
 from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.envs.factory import EnvSpec, check_spec, make_vec_env
 from gaze_rl.nets.attention import GaussianGaze
-from gaze_rl.nets.encoders import feature_map_shape, make_backbone
+from gaze_rl.nets.encoders import checked_map_shape, make_backbone
 from gaze_rl.nets.extractor import gaze_policy_kwargs
 from gaze_rl.nets.pruning import check_top_k
 from gaze_rl.presets import Preset, load_preset, sb3_algo_kwargs
 from gaze_rl.runlog import (
-    CurveLogger, GazeImageLogger, NonFiniteGuard, make_logger, prepare_run_dir, truncate_curve, write_json,
+    CurveLogger, GazeImageLogger, NonFiniteGuard, ProgressReport, make_logger, plot_curve, prepare_run_dir,
+    truncate_curve, write_json,
 )
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": GazePPO, "sac": GazeSAC}
+DEFAULT_TOTAL_TIMESTEPS = 5_000
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C ended a run; its message says what was saved and how to continue."""
 
 
 def resolve_device(device: str) -> str:
@@ -69,14 +80,17 @@ def algo_kwargs_for(cfg: TrainConfig, preset: Preset) -> dict[str, Any]:
 
 def validate(cfg: TrainConfig) -> None:
     """Checks everything that can be checked before any env process starts."""
-    if cfg.total_timesteps < 1:
+    if cfg.total_timesteps is not None and cfg.total_timesteps < 1:
         raise ValueError(f"total_timesteps must be >= 1 (got {cfg.total_timesteps})")
+    if cfg.keep_checkpoints < 0:
+        raise ValueError(f"keep_checkpoints must be >= 0 (got {cfg.keep_checkpoints})")
     if cfg.algo == "ppo" and cfg.n_steps is not None and cfg.n_steps < 1:
         raise ValueError(f"n_steps must be >= 1 (got {cfg.n_steps})")
     if cfg.method in ("foveal", "gaze"):
         GaussianGaze(1, 2, 2, **cfg.gaze.as_kwargs())  # raises on bad gaze options
     resolve_device(cfg.device)
     check_spec(env_spec_for(cfg, load_preset(cfg.algo, cfg.env_id)))
+    check_image_size(cfg)
     if cfg.prune_top_k is not None:
         check_prune_top_k(cfg)
     if cfg.init_from is not None:
@@ -85,15 +99,21 @@ def validate(cfg: TrainConfig) -> None:
         check_init_from(cfg.init_from, cfg)  # raises naming every architecture difference
 
 
+def check_image_size(cfg: TrainConfig) -> tuple[int, int]:
+    """The (h, w) of the backbone's last map at --image-size; raises, naming the sizes that work,
+    where the images are too small for the backbone (and its attention)."""
+    backbone, size = backbone_for(cfg), cfg.image_size
+    min_side = 1 if cfg.method == "baseline" else 2
+    try:
+        _, h, w = checked_map_shape(make_backbone(backbone, 3, size), backbone, 3, size, size, min_side)
+    except ValueError as err:
+        raise ValueError(f"--image-size {size}: {err}") from None
+    return h, w
+
+
 def check_prune_top_k(cfg: TrainConfig) -> None:
     """Raises unless 1 <= prune_top_k <= the cells of the backbone's last map at this image size."""
-    backbone = backbone_for(cfg)
-    try:
-        _, h, w = feature_map_shape(make_backbone(backbone, 3, cfg.image_size), 3, cfg.image_size, cfg.image_size)
-    except RuntimeError:
-        raise ValueError(f"images of {cfg.image_size} px are too small for the {backbone!r} backbone; "
-                         "use --image-size 64 or more") from None
-    check_top_k(cfg.prune_top_k, h, w)
+    check_top_k(cfg.prune_top_k, *check_image_size(cfg))
 
 
 def build_model(cfg: TrainConfig, env: VecEnv, preset: Preset, device: str) -> BaseAlgorithm:
@@ -132,7 +152,9 @@ def machine_info() -> dict[str, Any]:
 def train(cfg: TrainConfig) -> Path:
     """Runs one training run (or resumes one, with `cfg.resume`) and returns its directory."""
     if cfg.resume is not None:
-        return resume(cfg.resume)
+        return resume(cfg.resume, cfg.total_timesteps)
+    if cfg.total_timesteps is None:
+        cfg = dataclasses.replace(cfg, total_timesteps=DEFAULT_TOTAL_TIMESTEPS)
     validate(cfg)
     device = resolve_device(cfg.device)
     run_dir = prepare_run_dir(cfg.run_dir or default_run_dir(cfg), cfg.overwrite)
@@ -143,19 +165,24 @@ def train(cfg: TrainConfig) -> Path:
         "algo_kwargs": algo_kwargs_for(cfg, preset), "policy": preset.policy,
         "command": " ".join(sys.argv), "machine": machine_info(),
     })
-    env = make_vec_env(spec, seed=cfg.seed)
     try:
-        model = build_model(cfg, env, preset, device)
+        env = make_vec_env(spec, seed=cfg.seed)
+        try:
+            model = build_model(cfg, env, preset, device)
+        except BaseException:
+            env.close()
+            raise
     except BaseException:
-        env.close()
+        shutil.rmtree(run_dir)  # nothing was trained: leave no directory that blocks --run-dir
         raise
     return learn(cfg, run_dir, env, model)
 
 
-def resume(run_dir: Path) -> Path:
+def resume(run_dir: Path, total_timesteps: int | None = None) -> Path:
     """Continues a run from its newest checkpoint: same config, step counter, optimizers and RNG
     states; the curve keeps only the episodes the checkpoint had seen. Envs restart from a
-    reset (seeded by the checkpoint's step), so the episodes in flight at the kill are dropped."""
+    reset (seeded by the checkpoint's step), so the episodes in flight at the kill are dropped.
+    `total_timesteps` extends the run (a finished one too) to that many steps."""
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found; --resume takes a run directory written by gaze-rl train")
@@ -164,9 +191,19 @@ def resume(run_dir: Path) -> Path:
     found = latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(f"no checkpoint with a state file in {run_dir / 'checkpoints'} to resume from; "
-                                "runs save one every --checkpoint-every steps")
+                                "runs save one every --checkpoint-every steps and at their end")
     model_path, state_path = found
     state = load_state(state_path)
+    if total_timesteps is not None:
+        if total_timesteps <= state["num_timesteps"]:
+            raise ValueError(f"--total-timesteps {total_timesteps} is not beyond the checkpoint's step "
+                             f"{state['num_timesteps']}; pass a larger total to extend the run")
+        cfg = dataclasses.replace(cfg, total_timesteps=total_timesteps)
+        saved["train"]["total_timesteps"] = total_timesteps  # a later --resume continues to it
+        write_json(config_path, saved)
+    elif state["num_timesteps"] >= cfg.total_timesteps:
+        raise ValueError(f"{run_dir} finished at step {state['num_timesteps']}; extend it with "
+                         f"gaze-rl train --resume {run_dir} --total-timesteps N (N > {state['num_timesteps']})")
     if (run_dir / "curve.csv").exists():
         truncate_curve(run_dir / "curve.csv", state["curve_rows"])
     env = make_vec_env(EnvSpec(**saved["env"]), seed=cfg.seed + state["num_timesteps"])
@@ -176,7 +213,7 @@ def resume(run_dir: Path) -> Path:
         env.close()
         raise
     restore_rng_state(state)  # SB3's load re-seeds from the run's seed; continue the saved streams
-    print(f"Resuming {run_dir} from step {state['num_timesteps']} ({model_path.name})")
+    print(f"Resuming {run_dir} from step {state['num_timesteps']} ({model_path.name}) to {cfg.total_timesteps}")
     return learn(cfg, run_dir, env, model)
 
 
@@ -190,31 +227,81 @@ def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**data)
 
 
+@contextlib.contextmanager
+def ctrl_c_stops_at_rollout_start(checkpoint: AtomicCheckpoint) -> Iterator[None]:
+    """The first Ctrl-C asks the checkpoint callback to save at the next rollout start and end
+    the run there (no half-applied update in the checkpoint); a second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def on_ctrl_c(signum: int, frame: Any) -> None:
+        if checkpoint.stop_requested:
+            raise KeyboardInterrupt
+        checkpoint.request_stop()
+        print("\nCtrl-C: stopping at the next rollout start with a checkpoint "
+              "(Ctrl-C again to stop at once, without one)", flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm) -> Path:
-    """Trains `model` up to cfg.total_timesteps, logging into run_dir; saves checkpoints."""
+    """Trains `model` up to cfg.total_timesteps, logging into run_dir; saves checkpoints, the
+    final model, a learning-curve plot and a summary. Raises TrainingInterrupted on Ctrl-C."""
     checkpoints = run_dir / "checkpoints"
     try:
         model.set_logger(make_logger(run_dir, cfg.verbose))
         curve = CurveLogger(run_dir / "curve.csv")
         checkpoint = AtomicCheckpoint(checkpoints, cfg.checkpoint_every or cfg.total_timesteps,
-                                      lambda: curve.rows_written)
-        callbacks = [curve, GazeImageLogger(cfg.gaze_image_every), NonFiniteGuard(), checkpoint]
+                                      lambda: curve.rows_written, keep=cfg.keep_checkpoints)
+        progress = ProgressReport(cfg.total_timesteps, curve) if cfg.progress_bar else None
+        callbacks = [curve, GazeImageLogger(cfg.gaze_image_every), NonFiniteGuard(), checkpoint,
+                     *([progress] if progress else [])]
         remaining = cfg.total_timesteps - model.num_timesteps
+        started = time.perf_counter()
         try:
-            # log_interval=1: PPO logs every iteration, SAC every episode.
-            model.learn(remaining, callback=callbacks, log_interval=1,
-                        reset_num_timesteps=model.num_timesteps == 0, progress_bar=cfg.progress_bar)
+            with ctrl_c_stops_at_rollout_start(checkpoint):
+                # log_interval=1: PPO logs every iteration, SAC every episode.
+                model.learn(remaining, callback=callbacks, log_interval=1,
+                            reset_num_timesteps=model.num_timesteps == 0)
         except KeyboardInterrupt:
-            path = checkpoint.save(model.num_timesteps)
-            print(f"\nInterrupted at step {model.num_timesteps}: saved {path}; continue with "
-                  f"gaze-rl train --resume {run_dir}")
-            raise
-        atomic_save_model(model, checkpoints / "final.zip")
+            if progress is not None:
+                progress.close()  # else tqdm complains at interpreter exit
+            found = latest_checkpoint(run_dir)
+            raise TrainingInterrupted(
+                f"stopped at once at step {model.num_timesteps}, without a new checkpoint; "
+                + (f"gaze-rl train --resume {run_dir} continues from {found[0].name}" if found
+                   else "no checkpoint to resume from")) from None
+        if checkpoint.stopped_at is not None:
+            raise TrainingInterrupted(f"saved {checkpoint.stopped_at} (taken at a rollout start); continue with "
+                                      f"gaze-rl train --resume {run_dir}")
+        # The end is a rollout start too: a resumable checkpoint, final.zip its twin.
+        last = checkpoint.save(model.num_timesteps)
+        link_or_copy(last, checkpoints / "final.zip")
     finally:
         env.close()
-    print(f"\nRun directory: {run_dir}\n"
-          f"  learning curve: {run_dir / 'curve.csv'}\n"
+    plot = plot_curve(run_dir / "curve.csv", run_dir / "curve.png")
+    print(f"\nDone: {model.num_timesteps} steps in {(time.perf_counter() - started) / 60:.1f} min; "
+          f"{curve.recent_summary()}\n"
+          f"Run directory: {run_dir}\n"
+          f"  learning curve: {run_dir / 'curve.csv'}" + (f" (plot: {plot})" if plot else "") + "\n"
           f"  checkpoint:     {checkpoints / 'final.zip'}\n"
           f"  TensorBoard:    tensorboard --logdir {run_dir / 'tb'}\n"
-          f"  evaluate:       gaze-rl eval --checkpoint {checkpoints / 'final.zip'} --video")
+          f"  evaluate:       gaze-rl eval --checkpoint {checkpoints / 'final.zip'} --video\n"
+          f"  train longer:   gaze-rl train --resume {run_dir} --total-timesteps {2 * model.num_timesteps}")
     return run_dir
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` becomes the same file as `source` (a hard link: no second 12 MB), atomically."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)

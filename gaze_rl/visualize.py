@@ -20,7 +20,7 @@ def attention_of(model: BaseAlgorithm, observations: dict[str, np.ndarray]) -> A
     if not hasattr(extractor, "attend"):
         return None
     obs_tensor, _ = model.policy.obs_to_tensor(observations)
-    return extractor.attend(preprocess_obs(obs_tensor, model.observation_space, normalize_images=True))
+    return extractor.attend(preprocess_obs(obs_tensor, model.observation_space, normalize_images=model.policy.normalize_images))
 
 
 def overlay(frame: np.ndarray, weights: np.ndarray | None, mu: np.ndarray | None = None,

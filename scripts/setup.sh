@@ -52,9 +52,17 @@ Elsewhere install Mesa >= 24.3's Vulkan drivers (package mesa-vulkan-drivers / v
 ensure_venv() {
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python >= 3.11 is needed (found $(python3 --version))"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  # Install once per version of pyproject.toml, not on every make train / make test.
+  local stamp="$VENV/.gaze_rl-installed" want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && "$VENV/bin/python" -c 'import gaze_rl' 2>/dev/null; then
+    say "packages up to date (pyproject.toml unchanged since the last install)"
+    return
+  fi
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -c 'import torch' 2>/dev/null || "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
   "$VENV/bin/python" -m pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
 }
 
 check_renderer() {

@@ -197,7 +197,7 @@ def test_unknown_env_id_lists_choices():
     assert "Did you mean" not in message
     for env_id in TESTED_ENV_IDS:
         assert env_id in message
-    assert "registered ManiSkill3 ids" in message and "StackCube-v1" in message
+    assert "registered ManiSkill3 ids are listed by" in message and len(message) < 400
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,13 @@ the feature buffer and the FAISS index are rebuilt, never pickled.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from stable_baselines3.common.preprocessing import preprocess_obs
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
 
 from gaze_rl.contrastive.learner import ContrastiveConfig, ContrastiveLearner
 from gaze_rl.nets.extractor import GazeExtractor, gaze_policy_kwargs
@@ -30,9 +32,13 @@ def resolve_contrastive(contrastive: ContrastiveConfig | dict[str, Any] | None) 
 
 def default_policy_kwargs(policy_kwargs: dict[str, Any] | None, contrastive: dict[str, Any] | None,
                           backbone: str) -> dict[str, Any]:
-    """The gaze extractor unless the user chose another class. The user's extractor kwargs
-    refine the gaze defaults rather than replace them; with the contrastive loss on, RL
-    gradients stop at the gaze map unless `rl_trains_gaze`."""
+    """The policy kwargs the network is built with: the gaze extractor unless the user chose
+    another class. The user's extractor kwargs refine the gaze defaults rather than replace
+    them; the policy's `normalize_images=False` tells the extractor its images are floats; with
+    the contrastive loss on, RL gradients stop at the gaze map unless `rl_trains_gaze`.
+
+    The algorithms keep (and save) the user's own policy_kwargs and call this in _setup_model,
+    so that `load(path, policy_kwargs=<what the constructor got>)` matches, as in SB3."""
     user = dict(policy_kwargs or {})
     defaults = gaze_policy_kwargs("gaze" if contrastive is not None else "foveal", backbone=backbone)
     kwargs = {**defaults, **user}
@@ -40,6 +46,7 @@ def default_policy_kwargs(policy_kwargs: dict[str, Any] | None, contrastive: dic
         kwargs["features_extractor_kwargs"] = user.get("features_extractor_kwargs") or {}
         return kwargs
     extractor_kwargs = {**defaults["features_extractor_kwargs"], **(user.get("features_extractor_kwargs") or {})}
+    extractor_kwargs.setdefault("normalized_image", not user.get("normalize_images", True))
     if contrastive is not None:
         # The contrastive config decides who trains the gaze head.
         extractor_kwargs["detach_attention"] = not contrastive["rl_trains_gaze"]
@@ -47,14 +54,62 @@ def default_policy_kwargs(policy_kwargs: dict[str, Any] | None, contrastive: dic
     return kwargs
 
 
+def has_image(space: spaces.Space) -> bool:
+    """Whether the space is, or a Dict space holds, an image as SB3 sees one (any 3-D Box
+    counts: with normalize_images=False SB3 takes float images too)."""
+    if isinstance(space, spaces.Dict):
+        return any(has_image(s) for s in space.spaces.values())
+    return is_image_space(space, normalized_image=True)
+
+
 class ContrastiveMixin:
     """Adds `self.contrastive` (a ContrastiveLearner, or None) to an SB3 algorithm."""
 
     contrastive_kwargs: dict[str, Any] | None
     contrastive: ContrastiveLearner | None
+    backbone: str
+    _exporting = False  # save_sb3 in progress: leave out what plain SB3 cannot load
 
     def _gaze_extractor(self) -> GazeExtractor:
         raise NotImplementedError
+
+    def _network_policy_kwargs(self) -> dict[str, Any]:
+        """The policy kwargs the networks are built with (see default_policy_kwargs)."""
+        return default_policy_kwargs(self.policy_kwargs, self.contrastive_kwargs, self.backbone)
+
+    def _setup_model(self) -> None:
+        # SB3 builds the policy from self.policy_kwargs; build it from the merged kwargs but keep
+        # (and save) the user's, so that load() with the constructor's kwargs works.
+        user = self.policy_kwargs
+        self.policy_kwargs = self._network_policy_kwargs()
+        if self.policy_kwargs["features_extractor_class"] is GazeExtractor and not has_image(self.observation_space):
+            raise ValueError(
+                f"{type(self).__name__}'s gaze looks at images, but the observation space has none "
+                f"({self.observation_space}); use plain SB3 (PPO, SAC) for it, or pass "
+                "policy_kwargs=dict(normalize_images=False) if these are float images")
+        try:
+            super()._setup_model()  # type: ignore[misc]
+        finally:
+            self.policy_kwargs = user
+        self._setup_contrastive()
+
+    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+        last_obs = self._last_obs
+        total_timesteps, callback = super()._setup_learn(total_timesteps, *args, **kwargs)  # type: ignore[misc]
+        if self.contrastive is not None:
+            # Size the feature buffer to the run (at most buffer_size): a short run does not
+            # allocate the full 100k states.
+            self.contrastive.reserve(total_timesteps - self.num_timesteps + self._extra_states())
+        if self._last_obs is not last_obs:
+            self._on_envs_reset()
+        return total_timesteps, callback
+
+    def _extra_states(self) -> int:
+        """States that may enter the feature buffer besides one per env step to come."""
+        return 0
+
+    def _on_envs_reset(self) -> None:
+        """learn() reset the envs: whatever was kept of the episodes in flight is stale."""
 
     def _setup_contrastive(self) -> None:
         self.contrastive = None
@@ -77,16 +132,25 @@ class ContrastiveMixin:
         return self.gamma if discount is None else discount
 
     @torch.no_grad()
-    def _feature_maps(self, observations: dict[str, np.ndarray], batch_size: int = 1024) -> torch.Tensor:
-        """Detached feature maps of raw (vec-env) observations, computed in batches."""
+    def _feature_maps(self, observations: np.ndarray | dict[str, np.ndarray], batch_size: int = 1024) -> torch.Tensor:
+        """Detached feature maps of raw (vec-env) observations, computed in batches and
+        preprocessed as the policy preprocesses them (its normalize_images included)."""
         extractor = self._gaze_extractor()
-        n = len(next(iter(observations.values())))
+        image = extractor.image(observations)  # only the attended image is needed
         maps = []
-        for start in range(0, n, batch_size):
-            chunk = {k: torch.as_tensor(v[start:start + batch_size], device=self.device) for k, v in observations.items()}
-            chunk = preprocess_obs(chunk, self.observation_space, normalize_images=True)
-            maps.append(extractor.feature_map(chunk))
+        for start in range(0, len(image), batch_size):
+            chunk = torch.as_tensor(image[start:start + batch_size], device=self.device)
+            chunk = preprocess_obs(chunk, extractor.image(self.observation_space),
+                                   normalize_images=self.policy.normalize_images)
+            maps.append(extractor.backbone(chunk))
         return torch.cat(maps)
+
+    def _gaze_learning_rate(self) -> float:
+        """The gaze optimizer follows SB3's learning-rate schedule: its rate is the configured
+        one times lr(progress) / lr(start), so a learning rate of 0 freezes the gaze head too."""
+        start = self.learning_rate(1.0) if callable(self.learning_rate) else float(self.learning_rate)
+        now = self.lr_schedule(self._current_progress_remaining)
+        return self.contrastive.config.learning_rate * (now / start if start else 0.0)
 
     def _maybe_contrastive_update(self) -> None:
         """Runs one contrastive step every `update_every` calls and logs its metrics."""
@@ -96,11 +160,26 @@ class ContrastiveMixin:
         if self._iterations_since_update < self.contrastive.config.update_every:
             return
         self._iterations_since_update = 0
+        lr = self._gaze_learning_rate()
+        for group in self.contrastive.optimizer.param_groups:
+            group["lr"] = lr
+        self.logger.record("gaze/learning_rate", lr)
         for key, value in self.contrastive.update().items():
             self.logger.record(key, value)
 
+    def save_sb3(self, path: str | Path) -> None:
+        """Saves the model so that plain SB3 loads it (`PPO.load(path)` / `SAC.load(path)`): the
+        networks as built (gaze_rl must be importable, the extractor is its class), without the
+        contrastive projection and optimizer, which plain SB3 has no place for."""
+        user, self.policy_kwargs = self.policy_kwargs, self._network_policy_kwargs()
+        self._exporting = True
+        try:
+            self.save(path)  # type: ignore[attr-defined]
+        finally:
+            self.policy_kwargs, self._exporting = user, False
+
     def _contrastive_excluded(self) -> list[str]:
-        return ["contrastive"]
+        return ["contrastive", "_exporting"]
 
     def _contrastive_state_dicts(self) -> list[str]:
-        return ["contrastive.projection", "contrastive.optimizer"] if self.contrastive_kwargs else []
+        return ["contrastive.projection", "contrastive.optimizer"] if self.contrastive_kwargs and not self._exporting else []

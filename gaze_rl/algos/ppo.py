@@ -10,7 +10,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.type_aliases import MaybeCallback
 
-from gaze_rl.algos.contrastive_mixin import ContrastiveMixin, default_policy_kwargs, resolve_contrastive
+from gaze_rl.algos.contrastive_mixin import ContrastiveMixin, resolve_contrastive
 from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.contrastive.returns import discounted_returns_to_go
 from gaze_rl.nets.extractor import GazeExtractor
@@ -36,23 +36,25 @@ class GazePPO(ContrastiveMixin, PPO):
 
     :param contrastive: ContrastiveConfig (or its fields as a dict); None turns the loss off,
         which with the default policy gives the paper's `foveal` ablation.
-    :param backbone: image backbone of the default policy ("nature" as in ManiSkill's ppo_rgb).
+    :param backbone: image backbone of the default policy: "auto" = "nature" (ManiSkill's
+        ppo_rgb NatureCNN) where the images leave it room (>= 44 px), else "plain".
+
+    Works with SB3's "CnnPolicy" (Box images) and "MultiInputPolicy" (Dicts); the gaze extractor
+    replaces SB3's default one unless policy_kwargs name another features_extractor_class.
 
     After each rollout the rollout's feature maps and returns-to-go enter the feature buffer;
     after PPO's own update, one contrastive step trains the gaze head.
     """
 
-    def __init__(self, policy: str | type = "MultiInputPolicy", env: Any = None, *,
+    def __init__(self, policy: str | type = "MultiInputPolicy", env: Any = None, *args: Any,
                  contrastive: ContrastiveConfig | dict[str, Any] | None = ContrastiveConfig(),
-                 backbone: str = "nature", policy_kwargs: dict[str, Any] | None = None,
-                 _init_setup_model: bool = True, **kwargs: Any):
+                 backbone: str = "auto", **kwargs: Any):
         self.contrastive_kwargs = resolve_contrastive(contrastive)
-        policy_kwargs = default_policy_kwargs(policy_kwargs, self.contrastive_kwargs, backbone)
-        super().__init__(policy, env, policy_kwargs=policy_kwargs, _init_setup_model=_init_setup_model, **kwargs)
+        self.backbone = backbone
+        super().__init__(policy, env, *args, **kwargs)  # SB3's positional arguments after env too
 
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        self._setup_contrastive()
+    def _extra_states(self) -> int:
+        return self.n_steps * self.n_envs  # learn() may run up to one rollout past the total
 
     def _gaze_extractor(self) -> GazeExtractor:
         return self.policy.features_extractor  # type: ignore[return-value]
@@ -78,7 +80,11 @@ class GazePPO(ContrastiveMixin, PPO):
         if self.gamma > 0:
             bootstrap = np.where(dones[-1], 0.0, (buffer.returns[-1] - buffer.rewards[-1]) / self.gamma)
         returns = discounted_returns_to_go(rewards, dones, self.return_discount, bootstrap)
-        observations = {k: v.reshape(-1, *v.shape[2:]) for k, v in buffer.observations.items()}
+        observations = buffer.observations
+        if isinstance(observations, dict):
+            observations = {k: v.reshape(-1, *v.shape[2:]) for k, v in observations.items()}
+        else:
+            observations = observations.reshape(-1, *observations.shape[2:])
         self.contrastive.add(self._feature_maps(observations), torch.as_tensor(returns.reshape(-1)))
 
     def train(self) -> None:

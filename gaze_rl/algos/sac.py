@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from stable_baselines3 import SAC
 
-from gaze_rl.algos.contrastive_mixin import ContrastiveMixin, default_policy_kwargs, resolve_contrastive
+from gaze_rl.algos.contrastive_mixin import ContrastiveMixin, resolve_contrastive
 from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.contrastive.returns import EpisodeReturnTracker
 from gaze_rl.nets.extractor import GazeExtractor
@@ -24,23 +24,32 @@ class GazeSAC(ContrastiveMixin, SAC):
     episode's states enter the feature buffer with their return-to-go when the episode ends.
     """
 
-    def __init__(self, policy: str | type = "MultiInputPolicy", env: Any = None, *,
+    def __init__(self, policy: str | type = "MultiInputPolicy", env: Any = None, *args: Any,
                  contrastive: ContrastiveConfig | dict[str, Any] | None = ContrastiveConfig(),
-                 backbone: str = "plain", policy_kwargs: dict[str, Any] | None = None,
-                 _init_setup_model: bool = True, **kwargs: Any):
+                 backbone: str = "plain", **kwargs: Any):
         self.contrastive_kwargs = resolve_contrastive(contrastive)
-        policy_kwargs = default_policy_kwargs(policy_kwargs, self.contrastive_kwargs, backbone)
-        if not policy_kwargs.setdefault("share_features_extractor", True) and self.contrastive_kwargs:
+        self.backbone = backbone
+        super().__init__(policy, env, *args, **kwargs)  # SB3's positional arguments after env too
+
+    def _network_policy_kwargs(self) -> dict[str, Any]:
+        kwargs = super()._network_policy_kwargs()
+        if not kwargs.setdefault("share_features_extractor", True) and self.contrastive_kwargs:
             raise ValueError(
                 "GazeSAC's contrastive loss trains one gaze head shared by actor and critics; "
                 "drop share_features_extractor=False from policy_kwargs or pass contrastive=None"
             )
-        super().__init__(policy, env, policy_kwargs=policy_kwargs, _init_setup_model=_init_setup_model, **kwargs)
+        return kwargs
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        self._setup_contrastive()
         self._return_tracker = EpisodeReturnTracker(self.n_envs, self.return_discount) if self.contrastive else None
+
+    def _extra_states(self) -> int:
+        return self._return_tracker.pending if self._return_tracker is not None else 0  # episodes in flight
+
+    def _on_envs_reset(self) -> None:
+        if self._return_tracker is not None:  # the episodes it was collecting were cut off
+            self._return_tracker.reset()
 
     def _gaze_extractor(self) -> GazeExtractor:
         return self.actor.features_extractor  # type: ignore[return-value]

@@ -106,11 +106,32 @@ class ContrastiveLearner:
         self.projection = (nn.Linear(flat, config.projection_dim) if config.projection_dim > 0 else nn.Identity()).to(self.device)
         params = list(extractor.attention.parameters()) + list(self.projection.parameters())
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
-        self.buffer = FeatureBuffer(config.buffer_size, extractor.map_shape, self.key_dim, device=self.device)
+        self._buffer: FeatureBuffer | None = None  # allocated on first use, see reserve()
+        self._capacity = config.buffer_size
         self.knn = make_knn(config.knn_backend, self.device)
         self.generator = torch.Generator().manual_seed(seed)
         self.num_updates = 0
         self.skipped_nonfinite = 0
+
+    @property
+    def buffer(self) -> FeatureBuffer:
+        """The feature buffer, allocated on first use with the capacity reserve() settled on."""
+        if self._buffer is None:
+            self._buffer = FeatureBuffer(self._capacity, self.extractor.map_shape, self.key_dim, device=self.device)
+        return self._buffer
+
+    def reserve(self, more: int) -> None:
+        """Sizes the buffer for `more` states to come on top of those it holds, up to buffer_size,
+        so that a 1k-step run does not hold 100k feature maps. A buffer in use only grows
+        (keeping its states)."""
+        held = 0 if self._buffer is None else len(self._buffer)
+        capacity = min(self.config.buffer_size, max(held + int(more), self.config.k + 1))
+        if self._buffer is None:
+            self._capacity = capacity
+        elif capacity > self._buffer.capacity:
+            old = self._buffer
+            self._capacity, self._buffer = capacity, None
+            self.buffer.add(old.features, old.keys, old.returns)
 
     def keys(self, feature_maps: torch.Tensor) -> torch.Tensor:
         """L2-normalised k-NN keys of feature maps (B, C, h, w) -> (B, key_dim)."""

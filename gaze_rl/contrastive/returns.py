@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+Observation = np.ndarray | dict[str, np.ndarray]
+
 
 def discounted_returns_to_go(
     rewards: np.ndarray, dones: np.ndarray, gamma: float, bootstrap: np.ndarray | None = None
@@ -37,25 +39,38 @@ class EpisodeReturnTracker:
 
     def __init__(self, num_envs: int, gamma: float):
         self.gamma = gamma
-        self._obs: list[list[dict[str, np.ndarray]]] = [[] for _ in range(num_envs)]
+        self._obs: list[list[Observation]] = [[] for _ in range(num_envs)]
         self._rewards: list[list[float]] = [[] for _ in range(num_envs)]
 
+    @property
+    def pending(self) -> int:
+        """States of the unfinished episodes."""
+        return sum(len(obs) for obs in self._obs)
+
+    def reset(self) -> None:
+        """Drops the unfinished episodes (the envs were reset under them)."""
+        for obs, rewards in zip(self._obs, self._rewards):
+            obs.clear()
+            rewards.clear()
+
     def record(
-        self, obs: dict[str, np.ndarray], rewards: np.ndarray, dones: np.ndarray
-    ) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
-        """Adds one vec-env step (obs = the observations the actions were taken from).
+        self, obs: Observation, rewards: np.ndarray, dones: np.ndarray
+    ) -> list[tuple[Observation, np.ndarray]]:
+        """Adds one vec-env step (obs = the observations the actions were taken from: an array,
+        or a dict of arrays, with the envs first).
 
         Returns the episodes that ended at this step, each as (stacked observations, returns).
         """
         finished = []
         for i, done in enumerate(dones):
-            self._obs[i].append({k: v[i].copy() for k, v in obs.items()})
+            self._obs[i].append({k: v[i].copy() for k, v in obs.items()} if isinstance(obs, dict) else obs[i].copy())
             self._rewards[i].append(float(rewards[i]))
             if done:
                 episode_rewards = np.asarray(self._rewards[i], dtype=np.float32)[:, None]
                 episode_dones = np.zeros_like(episode_rewards, dtype=bool)
                 returns = discounted_returns_to_go(episode_rewards, episode_dones, self.gamma)[:, 0]
-                stacked = {k: np.stack([o[k] for o in self._obs[i]]) for k in obs}
+                episode = self._obs[i]
+                stacked = {k: np.stack([o[k] for o in episode]) for k in obs} if isinstance(obs, dict) else np.stack(episode)
                 finished.append((stacked, returns))
                 self._obs[i], self._rewards[i] = [], []
         return finished

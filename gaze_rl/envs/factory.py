@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import signal
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
@@ -108,9 +110,11 @@ def check_env_id(env_id: str) -> None:
         return
     close = difflib.get_close_matches(env_id, REGISTERED_ENVS, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
+    # One short line: the registry holds ~100 ids (print them with mani_skill's REGISTERED_ENVS).
     raise ValueError(
         f"unknown env id {env_id!r}.{hint} Tested: {', '.join(TESTED_ENV_IDS)}; "
-        f"all {len(REGISTERED_ENVS)} registered ManiSkill3 ids: {', '.join(sorted(REGISTERED_ENVS))}"
+        f"{len(REGISTERED_ENVS)} registered ManiSkill3 ids are listed by: python -c \"import mani_skill.envs; "
+        "from mani_skill.utils.registration import REGISTERED_ENVS; print(*sorted(REGISTERED_ENVS))\""
     )
 
 
@@ -131,6 +135,13 @@ def check_spec(spec: EnvSpec) -> None:
     if spec.render_quality == "fast" and resolve_sim_backend(spec.sim_backend) == "physx_cuda":
         raise ValueError("render_quality 'fast' is for CPU physics (one process per env); with physx_cuda "
                          "SAPIEN renders on the GPU: use render_quality 'full' or 'auto', or sim_backend 'physx_cpu'")
+
+
+def ignoring_ctrl_c(make_env: Callable[[], Any]) -> Any:
+    """Builds an env inside a worker process that ignores Ctrl-C: the terminal sends it to every
+    process, and SB3's worker would exit on it; the trainer stops the run at a rollout start."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return make_env()
 
 
 def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **overrides: Any) -> VecEnv:
@@ -171,7 +182,8 @@ def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **over
         env_fns = [lambda: make_single_env(spec.env_id, variant=spec.variant, **kwargs) for _ in range(spec.num_envs)]
         # physx_cpu holds one env per process; a single env stays in-process (cheaper, debuggable).
         if spec.num_envs > 1:
-            vec_env = WorkerGuard(SubprocVecEnv(env_fns, start_method="forkserver"), spec.env_id, seed)
+            worker_fns = [functools.partial(ignoring_ctrl_c, fn) for fn in env_fns]
+            vec_env = WorkerGuard(SubprocVecEnv(worker_fns, start_method="forkserver"), spec.env_id, seed)
         else:
             vec_env = DummyVecEnv(env_fns)
     if seed is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-BACKBONES = ("nature", "plain")
+BACKBONES = ("nature", "plain")  # and "auto" where an image space is known (fitting_backbone)
 
 
 class NatureCNN(nn.Sequential):
@@ -58,3 +58,48 @@ def feature_map_shape(backbone: nn.Module, in_channels: int, height: int, width:
     with torch.no_grad():
         out = backbone(torch.zeros(1, in_channels, height, width))
     return tuple(out.shape[1:])  # type: ignore[return-value]
+
+
+
+def min_image_size(name: str, in_channels: int = 3, min_side: int = 1) -> int:
+    """Smallest square image (px) the backbone turns into a feature map of at least
+    min_side x min_side cells."""
+    for size in range(2, 513):
+        try:
+            _, h, w = feature_map_shape(make_backbone(name, in_channels, size), in_channels, size, size)
+        except RuntimeError:
+            continue
+        if min(h, w) >= min_side:
+            return size
+    raise ValueError(f"backbone {name!r} needs images larger than 512 px")
+
+
+def checked_map_shape(backbone: nn.Module, name: str, in_channels: int, height: int, width: int,
+                      min_side: int = 1) -> tuple[int, int, int]:
+    """(C, h, w) of the backbone's output, at least min_side cells a side (attention needs 2: one
+    cell leaves it nothing to choose). Too small images are a clear error naming the sizes that
+    work, instead of a kernel-size error inside the first forward pass."""
+    try:
+        shape = feature_map_shape(backbone, in_channels, height, width)
+    except RuntimeError:
+        shape = None
+    if shape is None or min(shape[1:]) < min_side:
+        other = [f"backbone {b!r} (>= {min_image_size(b, in_channels, min_side)} px)"
+                 for b in BACKBONES if b != name]
+        raise ValueError(
+            f"images of {height}x{width} are too small for the {name!r} backbone"
+            f"{' with attention' if min_side > 1 else ''}: it needs at least "
+            f"{min_image_size(name, in_channels, min_side)} px a side; use larger images or "
+            f"{', '.join(other)}"
+        )
+    return shape
+
+
+def fitting_backbone(in_channels: int, height: int, width: int, min_side: int = 1) -> str:
+    """'auto': NatureCNN (ManiSkill's ppo_rgb) where the image leaves it min_side cells a side,
+    else PlainConv (which fits down to 16 px)."""
+    try:
+        _, h, w = feature_map_shape(make_backbone("nature", in_channels, height), in_channels, height, width)
+    except RuntimeError:
+        return "plain"
+    return "nature" if min(h, w) >= min_side else "plain"

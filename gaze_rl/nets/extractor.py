@@ -7,7 +7,8 @@ network, its parameter names and its outputs are exactly the plain layout's):
 - `multi_level`: earlier conv layers, pooled to the last grid and attended, join the last map
   (gaze_rl.nets.levels).
 
-Works in plain SB3: `PPO("MultiInputPolicy", env, policy_kwargs=gaze_policy_kwargs("foveal"))`.
+Works in plain SB3: `PPO("CnnPolicy", env, policy_kwargs=gaze_policy_kwargs("foveal"))` (Box
+images) or `PPO("MultiInputPolicy", ...)` (Dict observations).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from typing import Any
 
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim, is_image_space
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
 
 from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, NoAttention, make_attention
-from gaze_rl.nets.encoders import feature_map_shape, make_backbone
+from gaze_rl.nets.encoders import checked_map_shape, fitting_backbone, make_backbone
 from gaze_rl.nets.levels import energy, fuse_levels, layer_outputs, layer_shapes, pool_to_grid
 from gaze_rl.nets.pruning import check_prune_source, check_top_k, prune_cells, pruned_features_dim
 
@@ -32,74 +33,73 @@ METHODS = tuple(METHOD_ATTENTION)
 
 
 class GazeExtractor(BaseFeaturesExtractor):
-    """Image backbone with attention on its last feature map, plus an optional state MLP.
+    """Image backbone with attention on its last feature map, plus an MLP on the other inputs.
 
-    :param observation_space: Dict space with a channel-first uint8 image under `image_key`
-        (SB3 algorithms transpose channel-last env images themselves) and optionally a flat
-        vector under `state_key`.
-    :param backbone: "nature" (ManiSkill ppo_rgb) or "plain" (ManiSkill sac_rgbd).
+    Takes what SB3's `CnnPolicy` and `MultiInputPolicy` take: a Box image, or a Dict whose image
+    keys are found as SB3's `CombinedExtractor` finds them (`is_image_space`). The gaze looks at
+    one image (`image_key`); further images get SB3's NatureCNN, as in `CombinedExtractor`; every
+    non-image key is flattened, concatenated and goes through one MLP (ManiSkill's state MLP).
+
+    :param observation_space: Box image or Dict space. Images are channel-first, as SB3
+        algorithms pass them (they transpose channel-last env images with VecTransposeImage);
+        the channel count is shape[0], as in SB3's NatureCNN (frame stacks, grayscale, RGBD).
+    :param backbone: "nature" (ManiSkill ppo_rgb), "plain" (ManiSkill sac_rgbd), or "auto":
+        "nature" where the image leaves it room (>= 44 px with attention), else "plain".
     :param attention: "none", "patch" or "gaussian" (see gaze_rl.nets.attention).
     :param attention_kwargs: options of the attention module (num_gaussians, sigma_floor, ...).
     :param image_features: width of the linear layer after the attended map.
-    :param state_features: width of the state MLP (ignored without a state key).
+    :param state_features: width of the MLP on the non-image inputs (ignored without any).
     :param detach_attention: stop RL gradients at the attention map, so that only the
         contrastive loss trains the gaze head (the paper's optimisation split); the encoder
         still gets RL gradients through the attended features.
+    :param image_key: Dict key of the attended image; None = "rgb" if that is an image, else
+        the only image key.
     :param prune_top_k: keep only this many cells of the (multi-level) attended map for the
         head, ranked by `prune_source`; None keeps every cell (no pruning).
     :param prune_source: "attention" (the gaze / patch map; the baseline has none and uses
         "shallow") or "shallow" (first conv layer's activation energy pooled to the grid).
     :param multi_level: concatenate the earlier conv layers, pooled to the last grid and
         weighted by the same attention map, with the attended last map.
+    :param normalized_image: images are already floats (policy `normalize_images=False`): skip
+        the uint8 / [0, 255] checks, as SB3's NatureCNN does. GazePPO / GazeSAC set it for you.
+    :param features_dim: SB3's NatureCNN name for `image_features`, and `cnn_output_dim` is
+        CombinedExtractor's: SB3 users' `CnnPolicy` / `MultiInputPolicy` kwargs carry over.
     """
 
     def __init__(
         self,
-        observation_space: spaces.Dict,
+        observation_space: spaces.Box | spaces.Dict,
         backbone: str = "nature",
         attention: str = "none",
         attention_kwargs: dict[str, Any] | None = None,
         image_features: int = 256,
         state_features: int = 256,
         detach_attention: bool = False,
-        image_key: str = "rgb",
-        state_key: str = "state",
+        image_key: str | None = None,
         prune_top_k: int | None = None,
         prune_source: str = "attention",
         multi_level: bool = False,
+        normalized_image: bool = False,
+        features_dim: int | None = None,
+        cnn_output_dim: int | None = None,
     ):
-        if not isinstance(observation_space, spaces.Dict) or image_key not in observation_space.spaces:
-            raise ValueError(
-                f"GazeExtractor needs a Dict observation space with an image under {image_key!r} "
-                f"(got {observation_space}); build the env with gaze_rl.make_vec_env"
-            )
-        image_space = observation_space[image_key]
-        if not is_image_space(image_space, check_channels=False) or len(image_space.shape) != 3:
-            raise ValueError(
-                f"observation {image_key!r} is not an image (got {image_space}); GazeExtractor needs "
-                "uint8 images of shape (C, H, W)"
-            )
-        if not is_image_space_channels_first(image_space):
-            raise ValueError(
-                f"observation {image_key!r} is channel-last {image_space.shape}; GazeExtractor takes "
-                "channel-first (C, H, W) images. SB3 algorithms transpose them for you (VecTransposeImage); "
-                "when building the extractor yourself, pass the transposed space"
-            )
+        image_features = next((d for d in (features_dim, cnn_output_dim) if d is not None), image_features)
+        self.image_key = find_image_key(observation_space, image_key, normalized_image)
+        image_space = observation_space if self.image_key is None else observation_space[self.image_key]
         in_channels, height, width = image_space.shape
-        has_state = state_key in observation_space.spaces
-        state_dim = int(observation_space[state_key].shape[0]) if has_state else 0
-        super().__init__(observation_space, image_features + (state_features if has_state else 0))
+        others = {} if self.image_key is None else {k: s for k, s in observation_space.spaces.items() if k != self.image_key}
+        other_images = [k for k, s in others.items() if is_image_space(s, normalized_image=normalized_image)]
+        # Non-image inputs in the space's order: one flat vector for the MLP.
+        self.vector_keys = [k for k in others if k not in other_images]
+        state_dim = sum(get_flattened_obs_dim(others[k]) for k in self.vector_keys)
+        super().__init__(observation_space, 1)  # the width is known once every part is built
 
-        self.image_key, self.state_key, self.has_state = image_key, state_key, has_state
         self.detach_attention = detach_attention
+        min_side = 1 if attention == "none" else 2
+        if backbone == "auto":
+            backbone = fitting_backbone(in_channels, height, width, min_side)
         self.backbone = make_backbone(backbone, in_channels, height)
-        try:
-            self.map_shape = feature_map_shape(self.backbone, in_channels, height, width)
-        except RuntimeError as err:
-            raise ValueError(
-                f"images of {height}x{width} are too small for the {backbone!r} backbone ({err}); "
-                "use image_size >= 64"
-            ) from None
+        self.map_shape = checked_map_shape(self.backbone, backbone, in_channels, height, width, min_side)
         channels, h, w = self.map_shape
         check_prune_source(prune_source)
         if prune_top_k is not None:
@@ -112,24 +112,38 @@ class GazeExtractor(BaseFeaturesExtractor):
             channels = sum(shape[0] for shape in layer_shapes(self.backbone, in_channels, height, width))
         head_in = channels * h * w if prune_top_k is None else pruned_features_dim(channels, prune_top_k)
         self.image_fc = nn.Sequential(nn.Flatten(), nn.Linear(head_in, image_features), nn.ReLU())
-        self.state_fc = nn.Sequential(nn.Linear(state_dim, state_features), nn.ReLU()) if has_state else None
+        self.state_fc = nn.Sequential(nn.Linear(state_dim, state_features), nn.ReLU()) if self.vector_keys else None
+        # Further images: SB3's NatureCNN each, exactly as CombinedExtractor does.
+        self.other_cnns = nn.ModuleDict({
+            k: NatureCNN(others[k], features_dim=image_features, normalized_image=normalized_image) for k in other_images
+        }) if other_images else None
+        self._features_dim = image_features * (1 + len(other_images)) + (state_features if self.vector_keys else 0)
+
+    @property
+    def has_state(self) -> bool:
+        """True when the observations have non-image inputs (they go through `state_fc`)."""
+        return self.state_fc is not None
+
+    def image(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """The attended image out of a batch of observations (a Box batch is the image)."""
+        return observations if self.image_key is None else observations[self.image_key]
 
     @property
     def has_gaze(self) -> bool:
         """True when the attention is the Gaussian gaze (methods foveal and gaze)."""
         return isinstance(self.attention, GaussianGaze)
 
-    def feature_map(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Backbone output F (B, C, h, w) for preprocessed (float, [0, 1]) observations."""
-        return self.backbone(observations[self.image_key])
+    def feature_map(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Backbone output F (B, C, h, w) for preprocessed observations (as SB3 preprocesses them)."""
+        return self.backbone(self.image(observations))
 
-    def attend(self, observations: dict[str, torch.Tensor]) -> AttentionOutput:
+    def attend(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> AttentionOutput:
         """Attention output (attended features, map A, gaze parameters) for observations."""
         return self.attention(self.feature_map(observations))
 
-    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         if self.multi_level or (self.prune_top_k is not None and self.prune_source == "shallow"):
-            levels = layer_outputs(self.backbone, observations[self.image_key])
+            levels = layer_outputs(self.backbone, self.image(observations))
         else:
             levels = [self.feature_map(observations)]
         fmap = levels[-1]
@@ -148,9 +162,39 @@ class GazeExtractor(BaseFeaturesExtractor):
                 scores = pool_to_grid(energy(levels[0]), *self.map_shape[1:])
             attended = prune_cells(attended, scores, self.prune_top_k)
         parts = [self.image_fc(attended)]
+        if self.other_cnns is not None:
+            parts.extend(cnn(observations[k]) for k, cnn in self.other_cnns.items())
         if self.state_fc is not None:
-            parts.append(self.state_fc(observations[self.state_key]))
+            vector = torch.cat([observations[k].flatten(1) for k in self.vector_keys], dim=1)
+            parts.append(self.state_fc(vector))
         return torch.cat(parts, dim=1)
+
+
+def find_image_key(observation_space: spaces.Space, image_key: str | None, normalized_image: bool) -> str | None:
+    """The key of the image the gaze looks at (None for a Box image); raises naming the fix."""
+    float_hint = (" Float images need normalized_image=True (SB3: policy_kwargs normalize_images=False)"
+                  if not normalized_image else "")
+    if isinstance(observation_space, spaces.Box):
+        if image_key is not None:
+            raise ValueError(f"image_key={image_key!r} was given but the observation space is a Box, not a Dict")
+        if not is_image_space(observation_space, normalized_image=normalized_image):
+            raise ValueError(f"GazeExtractor needs image observations (C, H, W) uint8 in [0, 255] (got "
+                             f"{observation_space}); vectors need no gaze (SB3's MlpPolicy and its default extractor).{float_hint}")
+        return None
+    if not isinstance(observation_space, spaces.Dict):
+        raise ValueError(f"GazeExtractor needs a Box image or a Dict observation space (got {observation_space})")
+    images = [k for k, s in observation_space.spaces.items() if is_image_space(s, normalized_image=normalized_image)]
+    if image_key is None:
+        image_key = "rgb" if "rgb" in images else (images[0] if len(images) == 1 else None)
+        if image_key is None:
+            raise ValueError(
+                f"GazeExtractor needs an image to look at; the Dict space has "
+                f"{'several: ' + ', '.join(images) + '; pass image_key=...' if images else 'none'} "
+                f"(keys: {', '.join(observation_space.spaces)}).{float_hint}")
+    elif image_key not in images:
+        raise ValueError(f"observation {image_key!r} is not an image (got {observation_space.spaces.get(image_key)}); "
+                         f"GazeExtractor needs (C, H, W) uint8 images in [0, 255].{float_hint}")
+    return image_key
 
 
 def gaze_policy_kwargs(
