@@ -8,6 +8,7 @@ from typing import Literal
 
 from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.envs.factory import ObsMode, SimBackend
+from gaze_rl.methods import MethodName
 
 
 @dataclass
@@ -36,8 +37,8 @@ class TrainConfig:
     """ManiSkill3 task id (tested: PushT-v1, PokeCube-v1, PushCube-v1, PickCube-v1)."""
     algo: Literal["ppo", "sac"] = "ppo"
     """RL algorithm; hyperparameters come from experiments/<algo>.toml for the task."""
-    method: Literal["baseline", "patch", "foveal", "gaze"] = "gaze"
-    """baseline: plain CNN; patch: per-cell softmax attention; foveal: Gaussian gaze trained by RL; gaze: Gaussian gaze trained by return-guided contrastive learning (the paper)."""
+    method: MethodName = "gaze"
+    """baseline: plain CNN; patch: per-cell softmax attention; foveal: Gaussian gaze trained by RL; gaze: Gaussian gaze trained by return-guided contrastive learning (the paper); controls gaze-shuffled (return labels permuted) and gaze-frozen (gaze fixed at its initial vignette). The table: gaze_rl/methods.py."""
     seed: int = 0
     """Seed of the envs, the networks and the contrastive sampler."""
     total_timesteps: int = 5_000
@@ -162,7 +163,7 @@ class BenchConfig:
     """Budget and env settings from experiments/bench.toml."""
     envs: tuple[str, ...] = ("PushT-v1", "PokeCube-v1")
     """Tasks."""
-    methods: tuple[Literal["baseline", "patch", "foveal", "gaze"], ...] = ("baseline", "gaze")
+    methods: tuple[MethodName, ...] = ("baseline", "gaze")
     """Methods (baseline is the reference of the efficiency ratio)."""
     algos: tuple[Literal["ppo", "sac"], ...] = ("ppo",)
     """Algorithms."""
@@ -258,7 +259,7 @@ class PretrainConfig:
     """mse: squared error of the mean action; nll: negative log-likelihood of the policy's Gaussian."""
     algo: Literal["ppo", "sac"] = "ppo"
     """Whose policy is pretrained (the RL algorithm that will fine-tune it)."""
-    method: Literal["baseline", "patch", "foveal", "gaze"] = "gaze"
+    method: MethodName = "gaze"
     """Policy architecture, as in gaze-rl train (gaze: the action loss stops at the gaze map, so only the objective moves the gaze)."""
     backbone: Literal["auto", "nature", "plain"] = "auto"
     """Image backbone; auto = NatureCNN for PPO, PlainConv for SAC."""

@@ -19,6 +19,7 @@ from gaze_rl.checkpoints import AtomicCheckpoint, atomic_save_model, latest_chec
 from gaze_rl.config import GazeOptions, TrainConfig
 from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.envs.factory import EnvSpec, check_spec, make_vec_env
+from gaze_rl.methods import method_spec
 from gaze_rl.nets.attention import GaussianGaze
 from gaze_rl.nets.encoders import feature_map_shape, make_backbone
 from gaze_rl.nets.extractor import gaze_policy_kwargs
@@ -72,7 +73,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"total_timesteps must be >= 1 (got {cfg.total_timesteps})")
     if cfg.algo == "ppo" and cfg.n_steps is not None and cfg.n_steps < 1:
         raise ValueError(f"n_steps must be >= 1 (got {cfg.n_steps})")
-    if cfg.method in ("foveal", "gaze"):
+    if method_spec(cfg.method).attention == "gaussian":
         GaussianGaze(1, 2, 2, **cfg.gaze.as_kwargs())  # raises on bad gaze options
     resolve_device(cfg.device)
     check_spec(env_spec_for(cfg, load_preset(cfg.algo, cfg.env_id)))
@@ -96,13 +97,16 @@ def check_prune_top_k(cfg: TrainConfig) -> None:
 
 
 def build_model(cfg: TrainConfig, env: VecEnv, preset: Preset, device: str) -> BaseAlgorithm:
-    """GazePPO / GazeSAC for the method: the contrastive loss only for `gaze`."""
+    """GazePPO / GazeSAC for the method: the contrastive loss only where the method table says so."""
+    spec = method_spec(cfg.method)
     backbone = backbone_for(cfg)
-    attention_kwargs = cfg.gaze.as_kwargs() if cfg.method in ("foveal", "gaze") else {}
+    attention_kwargs = cfg.gaze.as_kwargs() if spec.attention == "gaussian" else {}
     deepvision = {} if cfg.prune_top_k is None and not cfg.multi_level else dict(
         prune_top_k=cfg.prune_top_k, prune_source=cfg.prune_source, multi_level=cfg.multi_level)
     policy_kwargs = {**preset.policy, **gaze_policy_kwargs(cfg.method, backbone, attention_kwargs, **deepvision)}
-    contrastive = cfg.contrastive if cfg.method == "gaze" else None
+    contrastive = None
+    if spec.contrastive:
+        contrastive = dataclasses.replace(cfg.contrastive, shuffle_labels=spec.shuffled_returns)
     algo_class = ALGO_CLASSES[cfg.algo]
     model = algo_class("MultiInputPolicy", env, contrastive=contrastive, policy_kwargs=policy_kwargs,
                        seed=cfg.seed, device=device, verbose=cfg.verbose, **algo_kwargs_for(cfg, preset))

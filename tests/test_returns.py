@@ -109,19 +109,22 @@ def test_tracker_two_envs_ending_at_different_steps():
 
     assert [len(f) for f in finished_per_step] == [0, 1, 1, 1]
 
-    (obs_a, ret_a), = finished_per_step[1]  # env 0, steps 0-1
+    (obs_a, lab_a), = finished_per_step[1]  # env 0, steps 0-1
+    ret_a = lab_a.to_go
     np.testing.assert_allclose(ret_a, [1.0 + 0.5 * 2.0, 2.0])
     np.testing.assert_array_equal(obs_a["state"][:, 0], [0.0, 1.0])
     np.testing.assert_array_equal(obs_a["state"][:, 1], [0.0, 0.0])
     assert obs_a["rgb"].shape == (2, 2, 2, 3) and obs_a["rgb"].dtype == np.uint8
     np.testing.assert_array_equal(obs_a["rgb"][:, 0, 0, 0], [0, 1])
 
-    (obs_b, ret_b), = finished_per_step[2]  # env 1, steps 0-2
+    (obs_b, lab_b), = finished_per_step[2]  # env 1, steps 0-2
+    ret_b = lab_b.to_go
     np.testing.assert_allclose(ret_b, [10.0 + 0.5 * 20.0 + 0.25 * 30.0, 20.0 + 0.5 * 30.0, 30.0])
     np.testing.assert_array_equal(obs_b["state"][:, 1], [1.0, 1.0, 1.0])
     np.testing.assert_array_equal(obs_b["rgb"][:, 0, 0, 0], [10, 11, 12])
     assert ret_b.dtype == np.float32
 
-    (obs_c, ret_c), = finished_per_step[3]  # env 0's second episode, steps 2-3
+    (obs_c, lab_c), = finished_per_step[3]  # env 0's second episode, steps 2-3
+    ret_c = lab_c.to_go
     np.testing.assert_allclose(ret_c, [3.0 + 0.5 * 4.0, 4.0])
     np.testing.assert_array_equal(obs_c["state"][:, 0], [2.0, 3.0])

@@ -255,7 +255,7 @@ def validate(cfg: PretrainConfig) -> DemoSet:
         raise ValueError(f"learning_rate must be > 0 (got {cfg.learning_rate})")
     if cfg.max_episode_steps is not None and cfg.max_episode_steps < 1:
         raise ValueError(f"max_episode_steps must be >= 1 (got {cfg.max_episode_steps})")
-    if cfg.method in ("foveal", "gaze"):
+    if METHOD_ATTENTION[cfg.method] == "gaussian":
         GaussianGaze(1, 2, 2, **cfg.gaze.as_kwargs())  # raises on bad gaze options
     if cfg.objective != "none" and cfg.attention == "map" and METHOD_ATTENTION[cfg.method] == "none":
         raise ValueError(
