@@ -370,6 +370,41 @@ def test_ppo_returns_of_truncated_episodes_are_within_episode():
     np.testing.assert_allclose(model.contrastive.buffer.returns.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_ppo_episode_bookkeeping_across_envs_resets_rollouts_and_the_wrap():
+    """Episode ids, step indices and the episode label, over two rollouts of two envs whose
+    episodes end mid-rollout and span rollouts, in a buffer that wraps around."""
+    lengths, n_steps, gamma, capacity = (5, 7), 16, 0.9, 40
+    env = make_env(lengths=lengths)
+    model = ppo(env, contrastive={**SMALL_CONTRASTIVE, "buffer_size": capacity}, n_steps=n_steps, gamma=gamma)
+    model.learn(2 * n_steps * len(lengths))
+    buf = model.contrastive.buffer
+    assert len(buf) == capacity
+    inserted = 2 * n_steps * len(lengths)
+    expected_step, expected_key, expected_label = {}, {}, {}
+    for j in range(inserted - capacity, inserted):  # the states the wrap kept
+        rollout, rest = divmod(j, n_steps * len(lengths))
+        t, i = divmod(rest, len(lengths))  # time-major, env-minor
+        s, length = rollout * n_steps + t, lengths[i]
+        episode, step = divmod(s, length)
+        slot = j % capacity
+        expected_step[slot], expected_key[slot] = step, (i, episode)
+        end = (episode + 1) * length
+        # whole-episode label is exact when the episode ended and its states were labelled
+        # after its end or in the rollout it ended in (earlier rollouts used V for the tail)
+        if end <= 2 * n_steps and (rollout == 1 or end <= n_steps):
+            rewards = [r for r, _, _ in sub_envs(env)[i].steps][episode * length:end]
+            expected_label[slot] = sum(gamma ** u * r for u, r in enumerate(rewards))
+    np.testing.assert_array_equal(buf.steps.numpy(), [expected_step[k] for k in range(capacity)])
+    ids = buf.episodes.tolist()
+    pairs = {(expected_key[k], ids[k]) for k in range(capacity)}
+    # one id per (env, episode) and one (env, episode) per id: unique across envs and resets
+    assert len(pairs) == len({p[0] for p in pairs}) == len({p[1] for p in pairs}) > 6
+    slots = sorted(expected_label)
+    assert len(slots) > 20
+    np.testing.assert_allclose(buf.episode_returns.numpy()[slots], [expected_label[k] for k in slots],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_sac_returns_match_hand_computation():
     lengths, steps, gamma, discount = (5, 7), 16, 0.8, 0.6
     # truncated episodes: SAC completes them without any value bootstrap
@@ -391,6 +426,13 @@ def test_sac_returns_match_hand_computation():
     assert len(buf) == 3 * 5 + 2 * 7  # unfinished episodes are not stored yet
     np.testing.assert_allclose(buf.returns.numpy(), np.concatenate(expected_returns), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(buf.features.float(), torch.cat(expected_maps), rtol=2e-3, atol=2e-3)
+    # each finished episode: one fresh id, steps 0..n-1, its G_0 as every state's episode label
+    ids = buf.episodes.split([n for _, i in ends_at for n in [lengths[i]]])
+    assert [int(x.unique().numel()) for x in ids] == [1] * len(ends_at)
+    assert len({int(x[0]) for x in ids}) == len(ends_at)
+    np.testing.assert_array_equal(buf.steps.numpy(), np.concatenate([np.arange(lengths[i]) for _, i in ends_at]))
+    np.testing.assert_allclose(buf.episode_returns.numpy(), np.concatenate([np.full(len(r), r[0]) for r in expected_returns]),
+                               rtol=1e-5, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import torch
 from stable_baselines3.common.preprocessing import preprocess_obs
 
 from gaze_rl.contrastive.learner import ContrastiveConfig, ContrastiveLearner
+from gaze_rl.contrastive.returns import StateLabels
 from gaze_rl.nets.extractor import GazeExtractor, gaze_policy_kwargs
 
 
@@ -88,8 +89,13 @@ class ContrastiveMixin:
             maps.append(extractor.feature_map(chunk))
         return torch.cat(maps)
 
+    def _add_labelled(self, feature_maps: torch.Tensor, labels: StateLabels) -> None:
+        """Feature maps and their labels (one row per state) into the contrastive buffer."""
+        self.contrastive.add(feature_maps, torch.as_tensor(labels.to_go), torch.as_tensor(labels.episode),
+                             torch.as_tensor(labels.step), torch.as_tensor(labels.episode_return))
+
     def _maybe_contrastive_update(self) -> None:
-        """Runs one contrastive step every `update_every` calls and logs its metrics."""
+        """Runs one contrastive update every `update_every` calls and logs its metrics."""
         if self.contrastive is None:
             return
         self._iterations_since_update += 1
