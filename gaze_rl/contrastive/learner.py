@@ -161,16 +161,19 @@ class ContrastiveLearner:
         labels = buffer_labels(self.buffer, cfg.label)
         metrics.update(label_stats(labels, self.buffer.steps, self.generator))
         self.knn.build(self.buffer.keys)  # fp16 as stored; each backend computes in fp32
-        sums: dict[str, float] = {}
-        steps_taken, out = 0, None
+        search_k = self._search_k()
+        sums: dict[str, tuple[float, int]] = {}
+        steps_taken, out, mining_s = 0, None, time.perf_counter() - start
         for _ in range(cfg.steps_per_update):
+            mine_start = time.perf_counter()
             step_labels = labels
             if cfg.shuffle_labels:  # the control: any structure left in the labels is noise
                 step_labels = labels[torch.randperm(len(labels), generator=self.generator).to(labels.device)]
             anchors = sample_anchors(len(self.buffer), cfg.num_anchors, self.generator).to(self.device)
-            _, neighbors = self.knn.search(self.buffer.keys[anchors], cfg.k + 1)
+            _, neighbors = self.knn.search(self.buffer.keys[anchors], search_k)
             triplets = mine_triplets(neighbors, anchors, step_labels, cfg.rule, cfg.threshold, cfg.quantile,
                                      self.buffer.episodes, self.buffer.steps, cfg.exclude_window)
+            mining_s += time.perf_counter() - mine_start
             _accumulate(sums, {"num_triplets": float(len(triplets)), "valid_fraction": triplets.valid_fraction,
                                "same_episode_fraction": triplets.same_episode_fraction,
                                "excluded_fraction": triplets.excluded_fraction})
@@ -194,6 +197,7 @@ class ContrastiveLearner:
             steps_taken += 1
             _accumulate(sums, {"triplet_loss": trip.item(), "spread_loss": spread.item(),
                                "contrastive_loss": loss.item()})
+        metrics["gaze/mining_ms"] = 1000.0 * mining_s
         metrics["gaze/update_ms"] = 1000.0 * (time.perf_counter() - start)
         metrics["gaze/steps_taken"] = float(steps_taken)
         metrics["gaze/skipped_nonfinite"] = float(self.skipped_nonfinite)
@@ -201,6 +205,19 @@ class ContrastiveLearner:
         if out is not None:
             metrics.update(gaze_param_stats(out.params))
         return metrics
+
+
+    def _search_k(self) -> int:
+        """Neighbours to search: k plus the anchor, plus as many as the exclusion can drop, so
+        that k candidates remain (a state's nearest neighbours are mostly its own episode's)."""
+        cfg = self.config
+        if cfg.exclude_window == 0:
+            return cfg.k + 1
+        if cfg.exclude_window > 0:
+            dropped = 2 * cfg.exclude_window
+        else:
+            dropped = int(torch.unique(self.buffer.episodes, return_counts=True)[1].max()) - 1
+        return min(cfg.k + 1 + dropped, len(self.buffer))
 
 
 def _accumulate(sums: dict[str, tuple[float, int]], values: dict[str, float]) -> None:
