@@ -52,9 +52,9 @@ class ContrastiveConfig:
     """Split of the 'class' / 'threshold' rules; None = the buffer's `quantile`, moved so both classes are non-empty (our choice)."""
     quantile: float = 0.5
     """Quantile of the labels used as the default split (0.5 = median)."""
-    exclude_window: int = 0
+    exclude_window: int = -1
     """Drop neighbours from the anchor's own episode within this many steps of it; 0 = keep all, -1 = the whole episode."""
-    steps_per_update: int = 1
+    steps_per_update: int = 8
     """Contrastive Adam steps per update, each on freshly sampled anchors."""
     shuffle_labels: bool = False
     """Control (method gaze-shuffled): randomly permute the labels over the buffer at every step."""

@@ -2,8 +2,8 @@
 task-relevant segmentation.
 
 For one observation: `aot = sum_cells a_cell * coverage_cell`, with a the policy's attention
-over feature-grid cells (summing to 1; see objectives.PolicyAttention: the gaze / patch map, or
-the feature softmax for the baseline) and coverage the fraction of each cell's pixels that belong
+over feature-grid cells (summing to 1; `PolicyAttention`: the gaze / patch map, or the feature
+softmax `softmax_hw(sum_c |z_c| / beta)`, the baseline's energy map) and coverage the fraction of each cell's pixels that belong
 to a task-relevant actor (a hidden goal counts as a disc of radius sigma around its projection).
 Attention spread uniformly scores `chance` = the fraction of the image covered by targets;
 `lift` = aot / chance (1 = no better than uniform). With a 4x4 grid (64 px images) a cell is
@@ -18,10 +18,52 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from stable_baselines3.common.preprocessing import preprocess_obs
 
-from gaze_rl.imitation.objectives import ATTENTION_MODES, has_attention_map, policy_attention
-from gaze_rl.imitation.saliency import OracleSaliency, coverage_grid
+from gaze_rl.nets.attention import NoAttention
+from gaze_rl.nets.extractor import GazeExtractor
+from gaze_rl.segmentation.targets import TaskTargets, coverage_grid
+
+ATTENTION_MODES = ("auto", "map", "features")
+_TINY = 1e-12
+
+
+def feature_attention(features: Tensor, beta: float) -> Tensor:
+    """`softmax_hw(sum_c |z_c| / beta)`: (B, C, h, w) -> (B, h, w), each map sums to 1."""
+    energy = features.abs().sum(dim=1) / beta
+    return torch.softmax(energy.flatten(1), dim=1).view_as(energy)
+
+
+@dataclass
+class PolicyAttention:
+    """The policy's spatial attention for a batch of observations.
+
+    :param grid: (B, h, w) attention over feature-grid cells, summing to 1.
+    :param weights: (B, h, w) the attention module's own map (for pictures); None for "features".
+    :param params: Gaussian gaze parameters (methods foveal / gaze), else None.
+    """
+
+    grid: Tensor
+    weights: Tensor | None
+    params: object | None
+
+
+def has_attention_map(extractor: object) -> bool:
+    """True when the policy's extractor has a spatial attention map of its own (patch, gaze)."""
+    return isinstance(extractor, GazeExtractor) and not isinstance(extractor.attention, NoAttention)
+
+
+def policy_attention(extractor: GazeExtractor, observations: dict[str, Tensor], mode: str, beta: float) -> PolicyAttention:
+    """The policy's attention for preprocessed observations (`mode` "map" or "features")."""
+    out = extractor.attend(observations)
+    if mode == "map":
+        weights = out.weights
+        grid = weights / weights.flatten(1).sum(dim=1).clamp_min(_TINY)[:, None, None]
+        return PolicyAttention(grid=grid, weights=weights, params=out.params)
+    return PolicyAttention(grid=feature_attention(out.features, beta),
+                           weights=out.weights if has_attention_map(extractor) else None, params=out.params)
+
 
 
 def attention_on_target(attention: np.ndarray | torch.Tensor, coverage: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -55,16 +97,16 @@ def resolve_metric_mode(extractor: Any, mode: str) -> str:
 
 @dataclass
 class AttentionOnTargetMeter:
-    """Accumulates attention-on-target over observations of a segmented env (gaze_rl.imitation.envs).
+    """Accumulates attention-on-target over observations of a segmented env (gaze_rl.segmentation.envs).
 
     :param model: an SB3 model (GazePPO / GazeSAC / a pretrained policy's model).
-    :param oracle: finds the task-relevant pixels of each frame.
+    :param targets: finds the task-relevant pixels of each frame.
     :param mode: "auto", "map" or "features" (see objectives).
     :param beta: feature-softmax temperature for "features".
     """
 
     model: Any
-    oracle: OracleSaliency
+    targets: TaskTargets
     mode: str = "auto"
     beta: float = 50.0
     values: list[float] = field(default_factory=list)
@@ -83,12 +125,7 @@ class AttentionOnTargetMeter:
         obs_tensor = preprocess_obs(obs_tensor, policy.observation_space, normalize_images=True)
         attention = policy_attention(self.extractor, obs_tensor, self.mode, self.beta).grid
         h, w = attention.shape[-2:]
-        masks = []
-        for frame in frames:
-            camera = self.oracle.camera or next(iter(frame.segmentation))
-            masks.append(self.oracle.target_mask(frame.segmentation[camera], frame.actor_positions,
-                                                 frame.intrinsic[camera], frame.extrinsic[camera]))
-        masks = np.stack(masks)
+        masks = np.stack([self.targets.frame_mask(frame) for frame in frames])
         values = attention_on_target(attention, coverage_grid(masks, h, w))
         self.values.extend(values.tolist())
         self.chances.extend(masks.mean(axis=(1, 2)).tolist())
@@ -110,8 +147,8 @@ def segmented_eval_env(model: Any, spec: Any, actors: tuple[str, ...] | None = N
     same observations as make_vec_env) with segmentation on the side, and a meter for `model`."""
     from stable_baselines3.common.vec_env import DummyVecEnv, VecTransposeImage
 
-    from gaze_rl.imitation.envs import make_segmented_env, segmentation_names
-    from gaze_rl.imitation.saliency import task_targets
+    from gaze_rl.segmentation.envs import make_segmented_env, segmentation_names
+    from gaze_rl.segmentation.targets import task_targets
 
     task_targets(spec.env_id, actors)  # raises before any env starts when the task has no defaults
     resolve_metric_mode(policy_extractor(model), mode)
@@ -121,8 +158,8 @@ def segmented_eval_env(model: Any, spec: Any, actors: tuple[str, ...] | None = N
         reward_scale=spec.reward_scale, env_kwargs=spec.env_kwargs, variant=getattr(spec, "variant", "none"))]))
     try:
         base = env.get_attr("unwrapped")[0]
-        oracle = OracleSaliency(spec.env_id, segmentation_names(base), list(base.scene.actors), actors=actors)
-        meter = AttentionOnTargetMeter(model, oracle, mode, beta)
+        targets = TaskTargets(spec.env_id, segmentation_names(base), list(base.scene.actors), actors=actors)
+        meter = AttentionOnTargetMeter(model, targets, mode, beta)
     except BaseException:
         env.close()
         raise
