@@ -33,10 +33,10 @@ from gaze_rl.contrastive.synthetic import cell_mass, synthetic_states
 from gaze_rl.nets.extractor import GazeExtractor
 
 
-def run_one(config: dict[str, Any], seed: int, updates: int) -> dict[str, float]:
+def run_one(config: dict[str, Any], seed: int, updates: int, episodes: int = 128) -> dict[str, float]:
     """Fill a learner with one seed's synthetic episodes, run `updates` updates, measure the gaze."""
     torch.manual_seed(seed)
-    data = synthetic_states(seed)
+    data = synthetic_states(seed, num_episodes=episodes)
     space = spaces.Dict(rgb=spaces.Box(0, 255, (3, 64, 64), np.uint8))  # NatureCNN at 64 px: a 64x4x4 map
     extractor = GazeExtractor(space, attention="gaussian")
     learner = ContrastiveLearner(extractor, ContrastiveConfig(buffer_size=len(data.to_go), **config), seed=seed)
@@ -65,9 +65,11 @@ def run_one(config: dict[str, Any], seed: int, updates: int) -> dict[str, float]
 
 def grid(name: str, base: dict[str, Any]) -> list[dict[str, Any]]:
     if name == "rules":
-        return [{**base, "rule": r, "label": lab, "exclude_window": ex}
-                for r, lab, ex in itertools.product(("class", "threshold", "relative"), ("to-go", "episode", "detrended"),
-                                                    (0, -1))]
+        # every rule x label with the anchor's own episode excluded, and the class rule without
+        # exclusion (the episode label alone then finds no negatives: neighbours are one episode)
+        excluded = [{**base, "rule": r, "label": lab, "exclude_window": -1}
+                    for r, lab in itertools.product(("class", "threshold", "relative"), ("to-go", "episode", "detrended"))]
+        return excluded + [{**base, "rule": "class", "label": lab, "exclude_window": 0} for lab in ("to-go", "episode")]
     if name == "budget":
         budgets = [{**base, "steps_per_update": s, "num_anchors": a} for s, a in itertools.product((1, 8, 32), (128, 512))]
         return budgets + [{**base, "steps_per_update": 8, "num_anchors": 128, "spread_weight": w} for w in (0.0, 0.001)]
@@ -79,7 +81,8 @@ def grid(name: str, base: dict[str, Any]) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grid", choices=("rules", "budget", "control"), required=True)
-    parser.add_argument("--updates", type=int, default=30, help="contrastive updates per run")
+    parser.add_argument("--updates", type=int, default=20, help="contrastive updates per run")
+    parser.add_argument("--episodes", type=int, default=128, help="synthetic episodes (25 states each)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--base", default="", help="fixed config fields, e.g. 'rule=class,label=episode,steps_per_update=8'")
     parser.add_argument("--out", type=Path, required=True)
@@ -93,7 +96,7 @@ def main() -> None:
         base[key] = value if "str" in str(field.type) or "Literal" in str(field.type) else type(getattr(ContrastiveConfig(), key))(value)
     rows = []
     for config in grid(args.grid, base):
-        runs = [run_one(config, seed, args.updates) for seed in args.seeds]
+        runs = [run_one(config, seed, args.updates, args.episodes) for seed in args.seeds]
         row = {"config": config, "runs": runs}
         for key in ("deciding_before", "deciding_after", "clock_after", "sigma_after", "valid_fraction",
                     "same_episode_fraction", "label_step_spearman", "seconds"):
@@ -111,6 +114,7 @@ def main() -> None:
     print_table(f"{args.grid}: mass share after {args.updates} updates, mean over seeds {args.seeds} "
                 f"(chance {chance:.4f})", ["config", "decide@0", "decide@N", "min", "max", "clock@N", "sigma", "valid", "s/run"], table)
     write_result(args.out, f"gaze_signal_{args.grid}", {"grid": args.grid, "base": base, "updates": args.updates,
+                                                        "episodes": args.episodes,
                                                         "seeds": args.seeds, "chance": chance}, rows)
 
 

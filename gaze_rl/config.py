@@ -69,6 +69,10 @@ class TrainConfig:
     """Save a crash-safe checkpoint every N env steps (0 = only at the end)."""
     gaze_image_every: int = 2_000
     """Log gaze pictures to TensorBoard every N env steps (0 = never)."""
+    on_target_every: int = 5_000
+    """Log the policy's attention-on-target (TensorBoard gaze/attention_on_target, with its chance level) on a fixed probe set of frames at the start and every N env steps (0 = never; tasks with default target actors only)."""
+    on_target_frames: int = 32
+    """Frames in the attention-on-target probe set (random actions, a segmented copy of the env)."""
     control_mode: str | None = None
     """ManiSkill controller; None = the preset's (pd_joint_delta_pos)."""
     reward_scale: float | None = None
@@ -118,7 +122,7 @@ class EvalConfig:
     attention_on_target: bool = False
     """Also measure the fraction of the policy's attention on the task-relevant actors (renders segmentation)."""
     target_actors: tuple[str, ...] | None = None
-    """Task-relevant actors for --attention-on-target; None = the task's defaults (gaze_rl.imitation.saliency)."""
+    """Task-relevant actors for --attention-on-target; None = the task's defaults (gaze_rl.segmentation.targets)."""
     out_dir: Path | None = None
     """Where results go; default <run>/eval/."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -138,7 +142,7 @@ class AnalyzeConfig:
     every: int = 1
     """Analyse every N-th step of the episodes (1 = every step)."""
     target_actors: tuple[str, ...] | None = None
-    """Task-relevant actors; None = the task's defaults (gaze_rl.imitation.saliency)."""
+    """Task-relevant actors; None = the task's defaults (gaze_rl.segmentation.targets)."""
     cover_threshold: float = 0.5
     """A layer's cell is in the task-relevant region when targets cover at least this fraction of it."""
     control_draws: int = 4

@@ -26,8 +26,10 @@ from gaze_rl.nets.extractor import gaze_policy_kwargs
 from gaze_rl.nets.pruning import check_top_k
 from gaze_rl.presets import Preset, load_preset, sb3_algo_kwargs
 from gaze_rl.runlog import (
-    CurveLogger, GazeImageLogger, NonFiniteGuard, make_logger, prepare_run_dir, truncate_curve, write_json,
+    AttentionOnTargetProbe, CurveLogger, GazeImageLogger, NonFiniteGuard, make_logger, prepare_run_dir, truncate_curve, write_json,
 )
+from gaze_rl.segmentation.on_target import collect_probe_set
+from gaze_rl.segmentation.targets import TASK_TARGETS
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": GazePPO, "sac": GazeSAC}
 
@@ -71,8 +73,14 @@ def validate(cfg: TrainConfig) -> None:
     """Checks everything that can be checked before any env process starts."""
     if cfg.total_timesteps < 1:
         raise ValueError(f"total_timesteps must be >= 1 (got {cfg.total_timesteps})")
+    if cfg.on_target_every < 0 or cfg.on_target_frames < 1:
+        raise ValueError(f"on_target_every must be >= 0 and on_target_frames >= 1 (got {cfg.on_target_every}, "
+                         f"{cfg.on_target_frames})")
     if cfg.algo == "ppo" and cfg.n_steps is not None and cfg.n_steps < 1:
         raise ValueError(f"n_steps must be >= 1 (got {cfg.n_steps})")
+    if cfg.contrastive.shuffle_labels and not method_spec(cfg.method).shuffled_returns:
+        raise ValueError("--contrastive.shuffle-labels is the gaze-shuffled control; use --method gaze-shuffled "
+                         "(so that the run is named after it)")
     if method_spec(cfg.method).attention == "gaussian":
         GaussianGaze(1, 2, 2, **cfg.gaze.as_kwargs())  # raises on bad gaze options
     resolve_device(cfg.device)
@@ -152,7 +160,7 @@ def train(cfg: TrainConfig) -> Path:
     except BaseException:
         env.close()
         raise
-    return learn(cfg, run_dir, env, model)
+    return learn(cfg, run_dir, env, model, spec)
 
 
 def resume(run_dir: Path) -> Path:
@@ -172,7 +180,8 @@ def resume(run_dir: Path) -> Path:
     state = load_state(state_path)
     if (run_dir / "curve.csv").exists():
         truncate_curve(run_dir / "curve.csv", state["curve_rows"])
-    env = make_vec_env(EnvSpec(**saved["env"]), seed=cfg.seed + state["num_timesteps"])
+    spec = EnvSpec(**saved["env"])
+    env = make_vec_env(spec, seed=cfg.seed + state["num_timesteps"])
     try:
         model = load_model(ALGO_CLASSES[cfg.algo], model_path, env=env, device=resolve_device(cfg.device))
     except BaseException:
@@ -180,7 +189,7 @@ def resume(run_dir: Path) -> Path:
         raise
     restore_rng_state(state)  # SB3's load re-seeds from the run's seed; continue the saved streams
     print(f"Resuming {run_dir} from step {state['num_timesteps']} ({model_path.name})")
-    return learn(cfg, run_dir, env, model)
+    return learn(cfg, run_dir, env, model, spec)
 
 
 def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
@@ -193,7 +202,19 @@ def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**data)
 
 
-def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm) -> Path:
+def on_target_probe(cfg: TrainConfig, spec: EnvSpec, model: BaseAlgorithm) -> AttentionOnTargetProbe | None:
+    """The attention-on-target callback, or None when it is off or the task has no default targets."""
+    if cfg.on_target_every <= 0:
+        return None
+    if cfg.env_id not in TASK_TARGETS:
+        print(f"attention-on-target: no default target actors for {cfg.env_id}; not logged")
+        return None
+    # a seed of its own: the probe frames never depend on the training envs' streams
+    probe = collect_probe_set(model, spec, cfg.on_target_frames, seed=10_000_000 + cfg.seed)
+    return AttentionOnTargetProbe(probe, cfg.on_target_every)
+
+
+def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm, spec: EnvSpec) -> Path:
     """Trains `model` up to cfg.total_timesteps, logging into run_dir; saves checkpoints."""
     checkpoints = run_dir / "checkpoints"
     try:
@@ -202,6 +223,9 @@ def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm) ->
         checkpoint = AtomicCheckpoint(checkpoints, cfg.checkpoint_every or cfg.total_timesteps,
                                       lambda: curve.rows_written)
         callbacks = [curve, GazeImageLogger(cfg.gaze_image_every), NonFiniteGuard(), checkpoint]
+        probe = on_target_probe(cfg, spec, model)
+        if probe is not None:
+            callbacks.append(probe)
         remaining = cfg.total_timesteps - model.num_timesteps
         try:
             # log_interval=1: PPO logs every iteration, SAC every episode.

@@ -95,6 +95,18 @@ def resolve_metric_mode(extractor: Any, mode: str) -> str:
     return mode
 
 
+@torch.no_grad()
+def policy_attention_on_target(model: Any, observations: dict[str, np.ndarray], masks: np.ndarray, mode: str,
+                               beta: float = 50.0) -> np.ndarray:
+    """Per-observation attention-on-target of an SB3 model's policy for raw vec-env observations
+    and their (B, H, W) bool target masks; `mode` "map" or "features" (resolved)."""
+    policy = model.policy
+    obs_tensor, _ = policy.obs_to_tensor(observations)
+    obs_tensor = preprocess_obs(obs_tensor, policy.observation_space, normalize_images=True)
+    attention = policy_attention(policy_extractor(model), obs_tensor, mode, beta).grid
+    return attention_on_target(attention, coverage_grid(masks, *attention.shape[-2:]))
+
+
 @dataclass
 class AttentionOnTargetMeter:
     """Accumulates attention-on-target over observations of a segmented env (gaze_rl.segmentation.envs).
@@ -116,17 +128,11 @@ class AttentionOnTargetMeter:
         self.extractor = policy_extractor(self.model)
         self.mode = resolve_metric_mode(self.extractor, self.mode)
 
-    @torch.no_grad()
     def observe(self, observations: dict[str, np.ndarray], frames: list[Any]) -> np.ndarray:
         """Adds the attention-on-target of a batch of vec-env observations; `frames` are the
         envs' `frame` attributes (SegmentationTap) for those observations. Returns the values."""
-        policy = self.model.policy
-        obs_tensor, _ = policy.obs_to_tensor(observations)
-        obs_tensor = preprocess_obs(obs_tensor, policy.observation_space, normalize_images=True)
-        attention = policy_attention(self.extractor, obs_tensor, self.mode, self.beta).grid
-        h, w = attention.shape[-2:]
         masks = np.stack([self.targets.frame_mask(frame) for frame in frames])
-        values = attention_on_target(attention, coverage_grid(masks, h, w))
+        values = policy_attention_on_target(self.model, observations, masks, self.mode, self.beta)
         self.values.extend(values.tolist())
         self.chances.extend(masks.mean(axis=(1, 2)).tolist())
         return values
@@ -166,3 +172,46 @@ def segmented_eval_env(model: Any, spec: Any, actors: tuple[str, ...] | None = N
     if seed is not None:
         env.seed(seed)
     return env, meter
+
+
+@dataclass
+class ProbeSet:
+    """A fixed set of observations (as the policy sees them) with their task-relevant masks, so
+    that attention-on-target measured during training compares the same frames over time."""
+
+    observations: dict[str, np.ndarray]  # (n, ...) each
+    masks: np.ndarray  # (n, H, W) bool
+
+    @property
+    def chance(self) -> float:
+        """Attention-on-target of uniform attention: the fraction of pixels on the targets."""
+        return float(self.masks.mean())
+
+    def measure(self, model: Any, mode: str = "auto", beta: float = 50.0) -> dict[str, float]:
+        """Mean attention-on-target of `model`'s policy on the probe frames, its chance and lift."""
+        mode = resolve_metric_mode(policy_extractor(model), mode)
+        aot = float(policy_attention_on_target(model, self.observations, self.masks, mode, beta).mean())
+        return {"attention_on_target": aot, "attention_on_target_chance": self.chance,
+                "attention_on_target_lift": aot / self.chance if self.chance > 0 else float("nan")}
+
+
+def collect_probe_set(model: Any, spec: Any, frames: int, seed: int, actors: tuple[str, ...] | None = None) -> ProbeSet:
+    """`frames` observations of the task of an EnvSpec under uniformly random actions, from a
+    seeded segmented env (gaze_rl.segmentation.envs), with their target masks."""
+    if frames < 1:
+        raise ValueError(f"a probe set needs >= 1 frames (got {frames})")
+    env, meter = segmented_eval_env(model, spec, actors, seed=seed)
+    rng = np.random.default_rng(seed)
+    observations: list[dict[str, np.ndarray]] = []
+    masks = []
+    try:
+        obs = env.reset()
+        space = env.action_space
+        for _ in range(frames):
+            observations.append({k: v[0].copy() for k, v in obs.items()})
+            masks.append(meter.targets.frame_mask(env.get_attr("frame")[0]))
+            action = rng.uniform(space.low, space.high).astype(space.dtype)
+            obs, _, _, _ = env.step(action[None])
+    finally:
+        env.close()
+    return ProbeSet({k: np.stack([o[k] for o in observations]) for k in observations[0]}, np.stack(masks))
