@@ -71,8 +71,9 @@ def grid(name: str, base: dict[str, Any]) -> list[dict[str, Any]]:
                     for r, lab in itertools.product(("class", "threshold", "relative"), ("to-go", "episode", "detrended"))]
         return excluded + [{**base, "rule": "class", "label": lab, "exclude_window": 0} for lab in ("to-go", "episode")]
     if name == "budget":
-        budgets = [{**base, "steps_per_update": s, "num_anchors": a} for s, a in itertools.product((1, 8, 32), (128, 512))]
-        return budgets + [{**base, "steps_per_update": 8, "num_anchors": 128, "spread_weight": w} for w in (0.0, 0.001)]
+        budgets = [{**base, "steps_per_update": steps} for steps in (1, 8, 32)]
+        return budgets + [{**base, "steps_per_update": 8, "num_anchors": 512}] + [
+            {**base, "steps_per_update": 8, "spread_weight": w} for w in (0.0, 0.001)]
     if name == "control":
         return [{**base, "shuffle_labels": shuffle} for shuffle in (False, True)]
     raise ValueError(f"unknown grid {name!r}; choose rules, budget or control")

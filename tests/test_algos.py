@@ -589,3 +589,27 @@ def test_learn_on_pusht_pixels(pusht_env, algo):
     assert learner.num_updates >= 1
     assert [ep["l"] for ep in model.ep_info_buffer] == [100, 100]
     assert all_finite(model.policy)
+
+
+@pytest.mark.parametrize("method", ["baseline", "gaze"])
+def test_probe_set_attention_on_target(method):
+    """ProbeSet.measure on a real policy: every method has an attention (the baseline's is its
+    feature-energy map); a mask over one feature-grid cell scores that cell's attention."""
+    from gaze_rl.segmentation.on_target import ProbeSet, policy_attention, policy_extractor
+
+    env = make_env()
+    policy_kwargs = gaze_policy_kwargs(method, image_features=32, state_features=16)
+    model = GazePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, contrastive=None, policy_kwargs=policy_kwargs)
+    obs = env.reset()
+    everywhere = ProbeSet(obs, np.ones((1, IMG, IMG), bool))
+    result = everywhere.measure(model)
+    assert result["attention_on_target"] == pytest.approx(1.0) and result["attention_on_target_lift"] == pytest.approx(1.0)
+    corner = np.zeros((1, IMG, IMG), bool)
+    corner[0, :16, :16] = True  # the top-left cell of the 4x4 grid
+    expected_mode = "features" if method == "baseline" else "map"
+    with torch.no_grad():
+        obs_tensor = preprocess_obs(model.policy.obs_to_tensor(obs)[0], model.observation_space, normalize_images=True)
+        grid = policy_attention(policy_extractor(model), obs_tensor, expected_mode, 50.0).grid
+    result = ProbeSet(obs, corner).measure(model)
+    assert result["attention_on_target"] == pytest.approx(float(grid[0, 0, 0]), rel=1e-5)
+    assert result["attention_on_target_chance"] == pytest.approx(1 / 16)
