@@ -256,7 +256,7 @@ def test_contrastive_update_changes_only_gaze_head_and_projection():
     policy_before, proj_before = snapshot(model.policy), snapshot(learner.projection)
     metrics = learner.update()
     assert metrics["gaze/num_triplets"] > 0 and np.isfinite(metrics["gaze/contrastive_loss"])
-    assert learner.num_updates == 1
+    assert learner.num_updates == learner.config.steps_per_update
     gaze_names = names_of(model.policy, model.policy.features_extractor.attention)
     moved = changed(policy_before, model.policy)
     assert moved, "the contrastive step changed nothing"
@@ -534,7 +534,7 @@ def test_learner_constant_returns_gives_no_triplets():
     assert learner.num_updates == 0 and not changed(before, ext)
     # with return variation among neighbours the same buffer gives triplets
     learner.add(torch.rand(20, *ext.map_shape), torch.full((20,), 5.0))
-    assert learner.update()["gaze/num_triplets"] > 0 and learner.num_updates == 1
+    assert learner.update()["gaze/num_triplets"] > 0 and learner.num_updates == learner.config.steps_per_update
     assert all_finite(ext)
 
 

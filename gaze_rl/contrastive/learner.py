@@ -1,9 +1,13 @@
-"""One return-guided contrastive step for the gaze head, shared by GazePPO and GazeSAC.
+"""The return-guided contrastive update of the gaze head, shared by GazePPO and GazeSAC.
 
-Per update: rebuild the k-NN index over the buffer's keys, sample anchors, mine triplets
-(similar states, different returns), re-attend their stored feature maps with the *current*
-gaze head, project, and minimise `triplet_weight * triplet + spread_weight * spread`. Only the
-gaze head and the projection are optimised here; RL trains the encoder and policy.
+Per update: compute the labels (gaze_rl.contrastive.returns) and rebuild the k-NN index over
+the buffer's keys; then, `steps_per_update` times: sample anchors, mine triplets (similar
+states, different labels; gaze_rl.contrastive.mining), re-attend their stored feature maps
+with the *current* gaze head, project, and take one Adam step on
+`triplet_weight * triplet + spread_weight * spread`. Only the gaze head and the projection are
+optimised here; RL trains the encoder and policy. Every update logs what the signal looked
+like (`gaze/label_step_spearman`, `gaze/same_episode_fraction`, ...), so an inert or
+confounded signal shows in TensorBoard.
 
 Our choices where the paper is silent (documented in ContrastiveConfig): k-NN keys are a fixed
 random projection (Johnson-Lindenstrauss) of the flattened feature map, L2-normalised, so that
@@ -24,6 +28,7 @@ from gaze_rl.contrastive.buffer import FeatureBuffer
 from gaze_rl.contrastive.losses import spread_regularizer, triplet_loss
 from gaze_rl.contrastive.mining import KNN_BACKENDS, TRIPLET_RULES, make_knn, mine_triplets, sample_anchors
 from gaze_rl.contrastive.returns import RETURN_LABELS, buffer_labels
+from gaze_rl.nets.attention import GazeParams
 from gaze_rl.nets.extractor import GazeExtractor
 
 
@@ -252,7 +257,7 @@ def label_stats(labels: torch.Tensor, steps: torch.Tensor, generator: torch.Gene
     return stats
 
 
-def gaze_param_stats(params) -> dict[str, float]:
+def gaze_param_stats(params: GazeParams) -> dict[str, float]:
     """Mean, spread and range of the gaze's mu and sigma over a batch."""
     mu, sigma = params.mu.detach(), params.sigma.detach()
     return {
