@@ -6,4 +6,4 @@ export PYTHONPATH="$PWD"
 PY=${PYTHON:-python}
 nice -n 5 $PY benchmarks/gaze_signal.py --grid rules --episodes 64 --updates 15 --base steps_per_update=8 --out results/signal/synthetic_rules.json
 nice -n 5 $PY benchmarks/gaze_signal.py --grid budget --episodes 64 --updates 15 --base rule=class,label=episode,exclude_window=-1 --out results/signal/synthetic_budget.json
-nice -n 5 $PY benchmarks/gaze_signal.py --grid control --episodes 64 --updates 15 --base rule=class,label=episode,exclude_window=-1,steps_per_update=32 --out results/signal/synthetic_control.json
+nice -n 5 $PY benchmarks/gaze_signal.py --grid control --episodes 256 --updates 30 --base rule=class,label=episode,exclude_window=-1,steps_per_update=8,spread_weight=0.0 --out results/signal/synthetic_control.json
