@@ -613,3 +613,14 @@ def test_probe_set_attention_on_target(method):
     result = ProbeSet(obs, corner).measure(model)
     assert result["attention_on_target"] == pytest.approx(float(grid[0, 0, 0]), rel=1e-5)
     assert result["attention_on_target_chance"] == pytest.approx(1 / 16)
+
+
+def test_gaze_frozen_keeps_its_initial_vignette_while_rl_trains_the_rest():
+    env = make_env()
+    model = GazePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, contrastive=None,
+                    policy_kwargs=small_policy_kwargs("gaze-frozen"))
+    ext = model._gaze_extractor()
+    gaze_before, backbone_before = snapshot(ext.attention), snapshot(ext.backbone)
+    model.learn(64)
+    assert not changed(gaze_before, ext.attention)
+    assert changed(backbone_before, ext.backbone)
