@@ -21,7 +21,6 @@ The policy's attention (`PolicyAttention`), our choice where the papers have no 
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
