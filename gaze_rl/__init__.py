@@ -7,7 +7,8 @@ learning ("Gaze on the Prize", arXiv 2510.08442), as drop-in SB3 PPO and SAC on 
 from gaze_rl.algos import GazePPO, GazeSAC
 from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.envs import EnvSpec, make_vec_env
-from gaze_rl.nets.extractor import METHODS, GazeExtractor, gaze_policy_kwargs
+from gaze_rl.methods import METHOD_NAMES as METHODS
+from gaze_rl.nets.extractor import GazeExtractor, gaze_policy_kwargs
 
 __all__ = ["METHODS", "ContrastiveConfig", "EnvSpec", "GazeExtractor", "GazePPO", "GazeSAC",
            "gaze_policy_kwargs", "make_vec_env"]

@@ -10,7 +10,7 @@ goal_region):
 (i) attention-on-target: the layer's activation energy `sum_c |a_c|`, normalised to sum 1
     over its cells and spread over the image (each cell uniformly over the pixels it covers, the
     project's grid convention), put on target pixels:
-    `aot = sum_cells p_cell * coverage_cell` (gaze_rl.imitation.metrics.attention_on_target).
+    `aot = sum_cells p_cell * coverage_cell` (gaze_rl.segmentation.on_target.attention_on_target).
     `chance` is the targets' share of the image (what uniform energy scores); lift = aot / chance.
 (ii) sensitivity: the mean L2 change of the policy's deterministic action when the layer's
     activations in the task-relevant cells are zeroed (a forward hook), against the same for
@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gaze_rl.imitation.metrics import attention_on_target
-from gaze_rl.imitation.saliency import coverage_grid
 from gaze_rl.nets.levels import energy, layer_indices
+from gaze_rl.segmentation.on_target import attention_on_target
+from gaze_rl.segmentation.targets import coverage_grid
 
 Observations = dict[str, Tensor]
 
@@ -255,7 +255,7 @@ def analyze(cfg: Any) -> dict[str, Any]:
     from gaze_rl.checkpoints import load_model
     from gaze_rl.envs.factory import EnvSpec
     from gaze_rl.evaluate import load_run_config
-    from gaze_rl.imitation.metrics import policy_extractor, segmented_eval_env
+    from gaze_rl.segmentation.on_target import policy_extractor, segmented_eval_env
     from gaze_rl.runlog import write_json
     from gaze_rl.train import ALGO_CLASSES, resolve_device
 
@@ -282,7 +282,6 @@ def analyze(cfg: Any) -> dict[str, Any]:
     if not hasattr(extractor, "backbone"):
         raise ValueError(f"gaze-rl analyze needs gaze_rl's GazeExtractor (got {type(extractor).__name__})")
     env, meter = segmented_eval_env(model, spec, cfg.target_actors, seed=cfg.seed)
-    camera = meter.oracle.camera
     frames: list[dict[str, np.ndarray]] = []
     masks: list[np.ndarray] = []
     episodes: list[dict[str, Any]] = []
@@ -291,9 +290,7 @@ def analyze(cfg: Any) -> dict[str, Any]:
         while len(episodes) < cfg.episodes:
             if step % cfg.every == 0:
                 frame = env.get_attr("frame")[0]
-                cam = camera or next(iter(frame.segmentation))
-                masks.append(meter.oracle.target_mask(frame.segmentation[cam], frame.actor_positions,
-                                                      frame.intrinsic[cam], frame.extrinsic[cam]))
+                masks.append(meter.targets.frame_mask(frame))
                 meter.observe(obs, [frame])
                 frames.append({k: v.copy() for k, v in obs.items()})
             action, _ = model.predict(obs, deterministic=True)

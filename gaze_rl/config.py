@@ -8,6 +8,7 @@ from typing import Literal
 
 from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.envs.factory import ObsMode, RenderQuality, SimBackend
+from gaze_rl.methods import MethodName
 
 
 @dataclass
@@ -36,8 +37,8 @@ class TrainConfig:
     """ManiSkill3 task id (tested: PushT-v1, PokeCube-v1, PushCube-v1, PickCube-v1)."""
     algo: Literal["ppo", "sac"] = "ppo"
     """RL algorithm; hyperparameters come from experiments/<algo>.toml for the task."""
-    method: Literal["baseline", "patch", "foveal", "gaze"] = "gaze"
-    """baseline: plain CNN; patch: per-cell softmax attention; foveal: Gaussian gaze trained by RL; gaze: Gaussian gaze trained by return-guided contrastive learning (the paper)."""
+    method: MethodName = "gaze"
+    """baseline: plain CNN; patch: per-cell softmax attention; foveal: Gaussian gaze trained by RL; gaze: Gaussian gaze trained by return-guided contrastive learning (the paper); controls gaze-shuffled (return labels permuted) and gaze-frozen (gaze fixed at its initial vignette). The table: gaze_rl/methods.py."""
     seed: int = 0
     """Seed of the envs, the networks and the contrastive sampler."""
     total_timesteps: int | None = None
@@ -72,6 +73,10 @@ class TrainConfig:
     """Keep only the newest N step checkpoints (0 = all); final.zip is always kept."""
     gaze_image_every: int = 2_000
     """Log gaze pictures to TensorBoard every N env steps (0 = never)."""
+    on_target_every: int = 5_000
+    """Log the policy's attention-on-target (TensorBoard gaze/attention_on_target, with its chance level) on a fixed probe set of frames at the start and every N env steps (0 = never; tasks with default target actors only)."""
+    on_target_frames: int = 32
+    """Frames in the attention-on-target probe set (random actions, a segmented copy of the env)."""
     control_mode: str | None = None
     """ManiSkill controller; None = the preset's (pd_joint_delta_pos)."""
     reward_scale: float | None = None
@@ -121,7 +126,7 @@ class EvalConfig:
     attention_on_target: bool = False
     """Also measure the fraction of the policy's attention on the task-relevant actors (renders segmentation)."""
     target_actors: tuple[str, ...] | None = None
-    """Task-relevant actors for --attention-on-target; None = the task's defaults (gaze_rl.imitation.saliency)."""
+    """Task-relevant actors for --attention-on-target; None = the task's defaults (gaze_rl.segmentation.targets)."""
     out_dir: Path | None = None
     """Where results go; default <run>/eval/."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -143,7 +148,7 @@ class AnalyzeConfig:
     every: int = 1
     """Analyse every N-th step of the episodes (1 = every step)."""
     target_actors: tuple[str, ...] | None = None
-    """Task-relevant actors; None = the task's defaults (gaze_rl.imitation.saliency)."""
+    """Task-relevant actors; None = the task's defaults (gaze_rl.segmentation.targets)."""
     cover_threshold: float = 0.5
     """A layer's cell is in the task-relevant region when targets cover at least this fraction of it."""
     control_draws: int = 4
@@ -168,7 +173,7 @@ class BenchConfig:
     """Budget and env settings from experiments/bench.toml."""
     envs: tuple[str, ...] = ("PushT-v1", "PokeCube-v1")
     """Tasks."""
-    methods: tuple[Literal["baseline", "patch", "foveal", "gaze"], ...] = ("baseline", "gaze")
+    methods: tuple[MethodName, ...] = ("baseline", "gaze")
     """Methods (baseline is the reference of the efficiency ratio)."""
     algos: tuple[Literal["ppo", "sac"], ...] = ("ppo",)
     """Algorithms."""
@@ -274,7 +279,7 @@ class PretrainConfig:
     """mse: squared error of the mean action; nll: negative log-likelihood of the policy's Gaussian."""
     algo: Literal["ppo", "sac"] = "ppo"
     """Whose policy is pretrained (the RL algorithm that will fine-tune it)."""
-    method: Literal["baseline", "patch", "foveal", "gaze"] = "gaze"
+    method: MethodName = "gaze"
     """Policy architecture, as in gaze-rl train (gaze: the action loss stops at the gaze map, so only the objective moves the gaze)."""
     backbone: Literal["auto", "nature", "plain"] = "auto"
     """Image backbone; auto = NatureCNN for PPO, PlainConv for SAC."""

@@ -50,7 +50,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     # Channel-first images, as the policy saw them in training (SB3 transposes there too).
     meter = None
     if cfg.attention_on_target:  # the same env, rendering segmentation on the side
-        from gaze_rl.imitation.metrics import segmented_eval_env
+        from gaze_rl.segmentation.on_target import segmented_eval_env
 
         env, meter = segmented_eval_env(model, spec, cfg.target_actors, seed=cfg.seed)
     else:

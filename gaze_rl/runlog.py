@@ -166,6 +166,31 @@ class GazeImageLogger(BaseCallback):
         return True
 
 
+class AttentionOnTargetProbe(BaseCallback):
+    """At the start of training and every `every` env steps, the policy's attention-on-target on
+    a fixed probe set (gaze_rl.segmentation.on_target.ProbeSet), logged as
+    `gaze/attention_on_target`, `..._chance` and `..._lift`; every method has one (the baseline's
+    is its feature-energy map)."""
+
+    def __init__(self, probe: Any, every: int):
+        super().__init__()
+        self.probe, self.every = probe, every
+        self._next = 0
+
+    def _measure(self) -> None:
+        for name, value in self.probe.measure(self.model).items():
+            self.logger.record(f"gaze/{name}", value)
+        self._next = self.num_timesteps + self.every
+
+    def _on_training_start(self) -> None:
+        self._measure()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._measure()
+        return True
+
+
 class NonFiniteGuard(BaseCallback):
     """After each rollout, checks every network parameter for NaN / Inf and stops training with
     the name of the first bad parameter (the last checkpoint before it is intact)."""

@@ -24,15 +24,18 @@ from gaze_rl.checkpoints import AtomicCheckpoint, latest_checkpoint, load_model,
 from gaze_rl.config import GazeOptions, TrainConfig
 from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.envs.factory import EnvSpec, check_spec, make_vec_env
+from gaze_rl.methods import method_spec
 from gaze_rl.nets.attention import GaussianGaze
 from gaze_rl.nets.encoders import checked_map_shape, make_backbone
 from gaze_rl.nets.extractor import gaze_policy_kwargs
 from gaze_rl.nets.pruning import check_top_k
 from gaze_rl.presets import Preset, load_preset, sb3_algo_kwargs
 from gaze_rl.runlog import (
-    CurveLogger, GazeImageLogger, NonFiniteGuard, ProgressReport, make_logger, plot_curve, prepare_run_dir,
-    truncate_curve, write_json,
+    AttentionOnTargetProbe, CurveLogger, GazeImageLogger, NonFiniteGuard, ProgressReport, make_logger, plot_curve,
+    prepare_run_dir, truncate_curve, write_json,
 )
+from gaze_rl.segmentation.on_target import collect_probe_set
+from gaze_rl.segmentation.targets import TASK_TARGETS
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": GazePPO, "sac": GazeSAC}
 DEFAULT_TOTAL_TIMESTEPS = 5_000
@@ -84,9 +87,15 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"total_timesteps must be >= 1 (got {cfg.total_timesteps})")
     if cfg.keep_checkpoints < 0:
         raise ValueError(f"keep_checkpoints must be >= 0 (got {cfg.keep_checkpoints})")
+    if cfg.on_target_every < 0 or cfg.on_target_frames < 1:
+        raise ValueError(f"on_target_every must be >= 0 and on_target_frames >= 1 (got {cfg.on_target_every}, "
+                         f"{cfg.on_target_frames})")
     if cfg.algo == "ppo" and cfg.n_steps is not None and cfg.n_steps < 1:
         raise ValueError(f"n_steps must be >= 1 (got {cfg.n_steps})")
-    if cfg.method in ("foveal", "gaze"):
+    if cfg.contrastive.shuffle_labels and not method_spec(cfg.method).shuffled_returns:
+        raise ValueError("--contrastive.shuffle-labels is the gaze-shuffled control; use --method gaze-shuffled "
+                         "(so that the run is named after it)")
+    if method_spec(cfg.method).attention == "gaussian":
         GaussianGaze(1, 2, 2, **cfg.gaze.as_kwargs())  # raises on bad gaze options
     resolve_device(cfg.device)
     check_spec(env_spec_for(cfg, load_preset(cfg.algo, cfg.env_id)))
@@ -117,13 +126,16 @@ def check_prune_top_k(cfg: TrainConfig) -> None:
 
 
 def build_model(cfg: TrainConfig, env: VecEnv, preset: Preset, device: str) -> BaseAlgorithm:
-    """GazePPO / GazeSAC for the method: the contrastive loss only for `gaze`."""
+    """GazePPO / GazeSAC for the method: the contrastive loss only where the method table says so."""
+    spec = method_spec(cfg.method)
     backbone = backbone_for(cfg)
-    attention_kwargs = cfg.gaze.as_kwargs() if cfg.method in ("foveal", "gaze") else {}
+    attention_kwargs = cfg.gaze.as_kwargs() if spec.attention == "gaussian" else {}
     deepvision = {} if cfg.prune_top_k is None and not cfg.multi_level else dict(
         prune_top_k=cfg.prune_top_k, prune_source=cfg.prune_source, multi_level=cfg.multi_level)
     policy_kwargs = {**preset.policy, **gaze_policy_kwargs(cfg.method, backbone, attention_kwargs, **deepvision)}
-    contrastive = cfg.contrastive if cfg.method == "gaze" else None
+    contrastive = None
+    if spec.contrastive:
+        contrastive = dataclasses.replace(cfg.contrastive, shuffle_labels=spec.shuffled_returns)
     algo_class = ALGO_CLASSES[cfg.algo]
     model = algo_class("MultiInputPolicy", env, contrastive=contrastive, policy_kwargs=policy_kwargs,
                        seed=cfg.seed, device=device, verbose=cfg.verbose, **algo_kwargs_for(cfg, preset))
@@ -175,7 +187,7 @@ def train(cfg: TrainConfig) -> Path:
     except BaseException:
         shutil.rmtree(run_dir)  # nothing was trained: leave no directory that blocks --run-dir
         raise
-    return learn(cfg, run_dir, env, model)
+    return learn(cfg, run_dir, env, model, spec)
 
 
 def resume(run_dir: Path, total_timesteps: int | None = None) -> Path:
@@ -206,7 +218,8 @@ def resume(run_dir: Path, total_timesteps: int | None = None) -> Path:
                          f"gaze-rl train --resume {run_dir} --total-timesteps N (N > {state['num_timesteps']})")
     if (run_dir / "curve.csv").exists():
         truncate_curve(run_dir / "curve.csv", state["curve_rows"])
-    env = make_vec_env(EnvSpec(**saved["env"]), seed=cfg.seed + state["num_timesteps"])
+    spec = EnvSpec(**saved["env"])
+    env = make_vec_env(spec, seed=cfg.seed + state["num_timesteps"])
     try:
         model = load_model(ALGO_CLASSES[cfg.algo], model_path, env=env, device=resolve_device(cfg.device))
     except BaseException:
@@ -214,7 +227,7 @@ def resume(run_dir: Path, total_timesteps: int | None = None) -> Path:
         raise
     restore_rng_state(state)  # SB3's load re-seeds from the run's seed; continue the saved streams
     print(f"Resuming {run_dir} from step {state['num_timesteps']} ({model_path.name}) to {cfg.total_timesteps}")
-    return learn(cfg, run_dir, env, model)
+    return learn(cfg, run_dir, env, model, spec)
 
 
 def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
@@ -249,7 +262,19 @@ def ctrl_c_stops_at_rollout_start(checkpoint: AtomicCheckpoint) -> Iterator[None
         signal.signal(signal.SIGINT, previous)
 
 
-def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm) -> Path:
+def on_target_probe(cfg: TrainConfig, spec: EnvSpec, model: BaseAlgorithm) -> AttentionOnTargetProbe | None:
+    """The attention-on-target callback, or None when it is off or the task has no default targets."""
+    if cfg.on_target_every <= 0:
+        return None
+    if cfg.env_id not in TASK_TARGETS:
+        print(f"attention-on-target: no default target actors for {cfg.env_id}; not logged")
+        return None
+    # a seed of its own: the probe frames never depend on the training envs' streams
+    probe = collect_probe_set(model, spec, cfg.on_target_frames, seed=10_000_000 + cfg.seed)
+    return AttentionOnTargetProbe(probe, cfg.on_target_every)
+
+
+def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm, spec: EnvSpec) -> Path:
     """Trains `model` up to cfg.total_timesteps, logging into run_dir; saves checkpoints, the
     final model, a learning-curve plot and a summary. Raises TrainingInterrupted on Ctrl-C."""
     checkpoints = run_dir / "checkpoints"
@@ -259,8 +284,9 @@ def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm) ->
         checkpoint = AtomicCheckpoint(checkpoints, cfg.checkpoint_every or cfg.total_timesteps,
                                       lambda: curve.rows_written, keep=cfg.keep_checkpoints)
         progress = ProgressReport(cfg.total_timesteps, curve) if cfg.progress_bar else None
+        probe = on_target_probe(cfg, spec, model)
         callbacks = [curve, GazeImageLogger(cfg.gaze_image_every), NonFiniteGuard(), checkpoint,
-                     *([progress] if progress else [])]
+                     *([progress] if progress else []), *([probe] if probe else [])]
         remaining = cfg.total_timesteps - model.num_timesteps
         started = time.perf_counter()
         try:

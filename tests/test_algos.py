@@ -256,7 +256,7 @@ def test_contrastive_update_changes_only_gaze_head_and_projection():
     policy_before, proj_before = snapshot(model.policy), snapshot(learner.projection)
     metrics = learner.update()
     assert metrics["gaze/num_triplets"] > 0 and np.isfinite(metrics["gaze/contrastive_loss"])
-    assert learner.num_updates == 1
+    assert learner.num_updates == learner.config.steps_per_update
     gaze_names = names_of(model.policy, model.policy.features_extractor.attention)
     moved = changed(policy_before, model.policy)
     assert moved, "the contrastive step changed nothing"
@@ -370,6 +370,41 @@ def test_ppo_returns_of_truncated_episodes_are_within_episode():
     np.testing.assert_allclose(model.contrastive.buffer.returns.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_ppo_episode_bookkeeping_across_envs_resets_rollouts_and_the_wrap():
+    """Episode ids, step indices and the episode label, over two rollouts of two envs whose
+    episodes end mid-rollout and span rollouts, in a buffer that wraps around."""
+    lengths, n_steps, gamma, capacity = (5, 7), 16, 0.9, 40
+    env = make_env(lengths=lengths)
+    model = ppo(env, contrastive={**SMALL_CONTRASTIVE, "buffer_size": capacity}, n_steps=n_steps, gamma=gamma)
+    model.learn(2 * n_steps * len(lengths))
+    buf = model.contrastive.buffer
+    assert len(buf) == capacity
+    inserted = 2 * n_steps * len(lengths)
+    expected_step, expected_key, expected_label = {}, {}, {}
+    for j in range(inserted - capacity, inserted):  # the states the wrap kept
+        rollout, rest = divmod(j, n_steps * len(lengths))
+        t, i = divmod(rest, len(lengths))  # time-major, env-minor
+        s, length = rollout * n_steps + t, lengths[i]
+        episode, step = divmod(s, length)
+        slot = j % capacity
+        expected_step[slot], expected_key[slot] = step, (i, episode)
+        end = (episode + 1) * length
+        # whole-episode label is exact when the episode ended and its states were labelled
+        # after its end or in the rollout it ended in (earlier rollouts used V for the tail)
+        if end <= 2 * n_steps and (rollout == 1 or end <= n_steps):
+            rewards = [r for r, _, _ in sub_envs(env)[i].steps][episode * length:end]
+            expected_label[slot] = sum(gamma ** u * r for u, r in enumerate(rewards))
+    np.testing.assert_array_equal(buf.steps.numpy(), [expected_step[k] for k in range(capacity)])
+    ids = buf.episodes.tolist()
+    pairs = {(expected_key[k], ids[k]) for k in range(capacity)}
+    # one id per (env, episode) and one (env, episode) per id: unique across envs and resets
+    assert len(pairs) == len({p[0] for p in pairs}) == len({p[1] for p in pairs}) > 6
+    slots = sorted(expected_label)
+    assert len(slots) > 20
+    np.testing.assert_allclose(buf.episode_returns.numpy()[slots], [expected_label[k] for k in slots],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_sac_returns_match_hand_computation():
     lengths, steps, gamma, discount = (5, 7), 16, 0.8, 0.6
     # truncated episodes: SAC completes them without any value bootstrap
@@ -391,6 +426,13 @@ def test_sac_returns_match_hand_computation():
     assert len(buf) == 3 * 5 + 2 * 7  # unfinished episodes are not stored yet
     np.testing.assert_allclose(buf.returns.numpy(), np.concatenate(expected_returns), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(buf.features.float(), torch.cat(expected_maps), rtol=2e-3, atol=2e-3)
+    # each finished episode: one fresh id, steps 0..n-1, its G_0 as every state's episode label
+    ids = buf.episodes.split([n for _, i in ends_at for n in [lengths[i]]])
+    assert [int(x.unique().numel()) for x in ids] == [1] * len(ends_at)
+    assert len({int(x[0]) for x in ids}) == len(ends_at)
+    np.testing.assert_array_equal(buf.steps.numpy(), np.concatenate([np.arange(lengths[i]) for _, i in ends_at]))
+    np.testing.assert_allclose(buf.episode_returns.numpy(), np.concatenate([np.full(len(r), r[0]) for r in expected_returns]),
+                               rtol=1e-5, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,7 +534,7 @@ def test_learner_constant_returns_gives_no_triplets():
     assert learner.num_updates == 0 and not changed(before, ext)
     # with return variation among neighbours the same buffer gives triplets
     learner.add(torch.rand(20, *ext.map_shape), torch.full((20,), 5.0))
-    assert learner.update()["gaze/num_triplets"] > 0 and learner.num_updates == 1
+    assert learner.update()["gaze/num_triplets"] > 0 and learner.num_updates == learner.config.steps_per_update
     assert all_finite(ext)
 
 
@@ -547,3 +589,38 @@ def test_learn_on_pusht_pixels(pusht_env, algo):
     assert learner.num_updates >= 1
     assert [ep["l"] for ep in model.ep_info_buffer] == [100, 100]
     assert all_finite(model.policy)
+
+
+@pytest.mark.parametrize("method", ["baseline", "gaze"])
+def test_probe_set_attention_on_target(method):
+    """ProbeSet.measure on a real policy: every method has an attention (the baseline's is its
+    feature-energy map); a mask over one feature-grid cell scores that cell's attention."""
+    from gaze_rl.segmentation.on_target import ProbeSet, policy_attention, policy_extractor
+
+    env = make_env()
+    policy_kwargs = gaze_policy_kwargs(method, image_features=32, state_features=16)
+    model = GazePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, contrastive=None, policy_kwargs=policy_kwargs)
+    obs = env.reset()
+    everywhere = ProbeSet(obs, np.ones((1, IMG, IMG), bool))
+    result = everywhere.measure(model)
+    assert result["attention_on_target"] == pytest.approx(1.0) and result["attention_on_target_lift"] == pytest.approx(1.0)
+    corner = np.zeros((1, IMG, IMG), bool)
+    corner[0, :16, :16] = True  # the top-left cell of the 4x4 grid
+    expected_mode = "features" if method == "baseline" else "map"
+    with torch.no_grad():
+        obs_tensor = preprocess_obs(model.policy.obs_to_tensor(obs)[0], model.observation_space, normalize_images=True)
+        grid = policy_attention(policy_extractor(model), obs_tensor, expected_mode, 50.0).grid
+    result = ProbeSet(obs, corner).measure(model)
+    assert result["attention_on_target"] == pytest.approx(float(grid[0, 0, 0]), rel=1e-5)
+    assert result["attention_on_target_chance"] == pytest.approx(1 / 16)
+
+
+def test_gaze_frozen_keeps_its_initial_vignette_while_rl_trains_the_rest():
+    env = make_env()
+    model = GazePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, contrastive=None,
+                    policy_kwargs=small_policy_kwargs("gaze-frozen"))
+    ext = model._gaze_extractor()
+    gaze_before, backbone_before = snapshot(ext.attention), snapshot(ext.backbone)
+    model.learn(64)
+    assert not changed(gaze_before, ext.attention)
+    assert changed(backbone_before, ext.backbone)

@@ -279,3 +279,19 @@ def test_forward_rejects_bad_input(kind):
         module(torch.randn(2, C + 1, H, W))
     with pytest.raises(ValueError, match="built for"):
         module(torch.randn(2, C, H, W + 1))
+
+
+def test_sigma_can_grow_as_well_as_shrink():
+    """Nothing in the parameterisation caps sigma from above: an objective that wants a wider
+    gaze gets one, far beyond the initial 0.8 (and one that wants a narrower gaze, down to the floor)."""
+    for sign, check in ((-1.0, lambda s: s > 2.0), (1.0, lambda s: s < 0.2)):
+        torch.manual_seed(0)
+        gaze = GaussianGaze(8, 4, 4)
+        optimizer = torch.optim.Adam(gaze.parameters(), lr=0.05)
+        features = torch.rand(16, 8, 4, 4)
+        for _ in range(100):
+            loss = sign * gaze.gaze_params(features).sigma.mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        assert check(gaze.gaze_params(features).sigma.mean().item())

@@ -45,7 +45,8 @@ def test_ppo_gaze_pusht_trains_and_evaluates(tmp_path, capsys):
     assert [int(r["global_step"]) for r in rows] == [200, 200, 400, 400, 600, 600]
     tags = tensorboard_tags(run)
     for tag in ("gaze/triplet_loss", "gaze/valid_fraction", "gaze/sigma_x", "gaze/mining_ms",
-                "charts/episodic_return", "charts/success_once", "losses/value_loss"):
+                "gaze/label_step_spearman", "gaze/same_episode_fraction", "gaze/label_std",
+                "gaze/attention_on_target", "gaze/attention_on_target_chance", "charts/episodic_return", "charts/success_once", "losses/value_loss"):
         assert tag in tags["scalars"], tag
     assert "gaze/frames" in tags["images"]
     config = json.loads((run / "config.json").read_text())

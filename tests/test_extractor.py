@@ -11,7 +11,8 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 
 from gaze_rl.nets.attention import GaussianGaze, NoAttention, PatchAttention
 from gaze_rl.nets.encoders import NatureCNN, PlainConv
-from gaze_rl.nets.extractor import METHODS, GazeExtractor, gaze_policy_kwargs
+from gaze_rl.methods import METHOD_NAMES as METHODS
+from gaze_rl.nets.extractor import GazeExtractor, gaze_policy_kwargs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -237,7 +238,8 @@ def test_gaze_policy_kwargs_per_method():
     space = dict_space(64)
     # "gaze" builds the same network as "foveal": GazePPO / GazeSAC decide about detaching
     expected = {"baseline": (NoAttention, False), "patch": (PatchAttention, False),
-                "foveal": (GaussianGaze, False), "gaze": (GaussianGaze, False)}
+                "foveal": (GaussianGaze, False), "gaze": (GaussianGaze, False),
+                "gaze-shuffled": (GaussianGaze, False), "gaze-frozen": (GaussianGaze, True)}
     assert set(METHODS) == set(expected)
     for method, (cls, detach) in expected.items():
         kwargs = gaze_policy_kwargs(method)

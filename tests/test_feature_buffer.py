@@ -85,7 +85,8 @@ def test_float32_storage():
 @pytest.mark.parametrize("dtype, size", [(torch.float16, 2), (torch.float32, 4)])
 def test_nbytes_and_bytes_per_state(dtype, size):
     buf = FeatureBuffer(7, SHAPE, KEY_DIM, dtype=dtype)
-    per_state = (3 * 4 * 5 + KEY_DIM) * size + 4  # features + key in dtype, float32 return
+    # features + key in dtype, two float32 returns, int64 episode id and step
+    per_state = (3 * 4 * 5 + KEY_DIM) * size + 2 * 4 + 2 * 8
     assert buf.bytes_per_state() == per_state
     assert buf.nbytes() == 7 * per_state
     buf.add(*make_batch(0, 3))  # storage is preallocated: filling does not change it

@@ -10,10 +10,8 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from gaze_rl.imitation.metrics import attention_on_target, resolve_metric_mode
-from gaze_rl.imitation.objectives import (
-    DEFAULT_WEIGHTS, AttentionObjective, feature_attention, gaze_kl, policy_attention, saliency_map, saliency_mse,
-)
+from gaze_rl.imitation.objectives import DEFAULT_WEIGHTS, AttentionObjective, gaze_kl, saliency_map, saliency_mse
+from gaze_rl.segmentation.on_target import attention_on_target, feature_attention, policy_attention, resolve_metric_mode
 from gaze_rl.nets.extractor import GazeExtractor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

@@ -8,10 +8,12 @@ import h5py
 import numpy as np
 import pytest
 
-from gaze_rl.imitation.envs import project_points
 from gaze_rl.imitation.saliency import (
-    TASK_TARGETS, HeatmapSaliency, OracleSaliency, coverage_grid, gaussian_blobs, grid_distribution, minmax,
-    pool_to_grid, task_targets, temporal_aggregate,
+    HeatmapSaliency, OracleSaliency, gaussian_blobs, grid_distribution, minmax, temporal_aggregate,
+)
+from gaze_rl.segmentation.envs import project_points
+from gaze_rl.segmentation.targets import (
+    TASK_TARGETS, coverage_grid, pool_to_grid, task_targets,
 )
 
 K = np.array([[32.0, 0, 32], [0, 32, 32], [0, 0, 1]])  # 64x64 camera, principal point at the centre

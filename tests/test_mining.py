@@ -108,8 +108,20 @@ RETURNS = torch.tensor([0.0, 5.0, 1.0, 3.0, 2.0, 2.0, 4.0, 0.0])
 def test_return_threshold_is_median():
     assert return_threshold(RETURNS) == 2.0
     assert return_threshold(torch.tensor([1.0, 3.0, 2.0])) == 2.0
-    with pytest.raises(ValueError, match="empty buffer"):
-        return_threshold(torch.empty(0))
+    assert return_threshold(torch.empty(0)) is None  # nothing to split: a single (empty) class
+    assert return_threshold(RETURNS, quantile=0.75) == 3.0
+    with pytest.raises(ValueError, match="quantile must be in"):
+        return_threshold(RETURNS, quantile=1.0)
+
+
+def test_threshold_keeps_both_classes_when_most_returns_tie_at_the_top():
+    # binary success, 80% successes: the median is 1.0 and "> median" would be empty
+    returns = torch.tensor([1.0] * 8 + [0.0] * 2)
+    assert return_threshold(returns) == 0.0
+    # NaN/Inf are ignored by the split
+    assert return_threshold(torch.tensor([float("nan"), 1.0, float("inf"), 0.0, 1.0])) == 0.0
+    # a single finite value: one class
+    assert return_threshold(torch.tensor([2.0, 2.0, float("nan")])) is None
 
 
 def test_threshold_rule_by_hand():
@@ -132,8 +144,8 @@ def test_threshold_rule_by_hand():
 def test_threshold_rule_ignores_anchor_return_and_uses_explicit_threshold():
     anchors = torch.tensor([1])  # anchor return 5.0, the highest
     neighbors = torch.tensor([[6, 3, 4, 0]])  # 4.0, 3.0, 2.0, 0.0
-    assert triplet_lists(mine_triplets(neighbors, anchors, RETURNS, threshold=3.5)) == [(1, 6, 3)]
-    assert triplet_lists(mine_triplets(neighbors, anchors, RETURNS)) == [(1, 6, 4)]  # median 2.0
+    assert triplet_lists(mine_triplets(neighbors, anchors, RETURNS, "threshold", threshold=3.5)) == [(1, 6, 3)]
+    assert triplet_lists(mine_triplets(neighbors, anchors, RETURNS, "threshold")) == [(1, 6, 4)]  # median 2.0
     # Relative rule: nothing above 5.0 -> no positive -> dropped.
     assert len(mine_triplets(neighbors, anchors, RETURNS, rule="relative")) == 0
 
@@ -153,7 +165,68 @@ def test_relative_rule_by_hand():
     assert t.valid_fraction == pytest.approx(0.75)
 
 
-@pytest.mark.parametrize("rule", ["threshold", "relative"])
+def test_class_rule_by_hand():
+    # median 2.0: high = {1, 3, 6} (5, 3, 4), low = the rest
+    anchors = torch.tensor([0, 3, 4])
+    neighbors = torch.tensor(
+        [
+            [0, 3, 7, 2, 1],  # low anchor: self skipped, other class 3 first, same class 7
+            [3, 4, 6, 1, 0],  # high anchor: other class 4, same class 6
+            [4, 1, 3, 6, -1],  # low anchor: no low neighbour -> dropped
+        ]
+    )
+    t = mine_triplets(neighbors, anchors, RETURNS, rule="class")
+    assert triplet_lists(t) == [(0, 7, 3), (3, 6, 4)]
+    assert t.valid_fraction == pytest.approx(2 / 3) and not t.single_class
+
+
+def test_nonfinite_returns_are_excluded_and_counted_never_stalling_mining():
+    returns = torch.tensor([0.0, 1.0, float("nan"), 0.5, 2.0, float("inf")])
+    anchors = torch.tensor([0, 2, 3])
+    neighbors = torch.tensor([[2, 5, 1, 3], [0, 1, 3, 4], [2, 5, 0, 4]])
+    for rule in ("class", "threshold", "relative"):
+        t = mine_triplets(neighbors, anchors, returns, rule=rule)
+        assert t.skipped_nonfinite == 2
+        assert len(t) >= 1  # a NaN in the buffer no longer empties the median
+        used = torch.cat([t.anchor, t.positive, t.negative])
+        assert torch.isfinite(returns[used]).all()
+        assert 2 not in t.anchor.tolist()  # a NaN anchor is skipped
+
+
+def test_mostly_tied_returns_still_mine():
+    returns = torch.tensor([1.0] * 7 + [0.0])  # 7 of 8 successes
+    neighbors = torch.tensor([[1, 2, 7], [0, 7, 3]])
+    t = mine_triplets(neighbors, torch.tensor([0, 1]), returns, rule="class")
+    assert len(t) == 2 and torch.all(t.negative == 7)
+
+
+def test_single_class_is_reported():
+    t = mine_triplets(torch.tensor([[1, 2]]), torch.tensor([0]), torch.ones(3), rule="class")
+    assert len(t) == 0 and t.single_class
+
+
+def test_exclusion_of_the_anchors_episode():
+    # two episodes: 0 (slots 0-3, steps 0-3) and 1 (slots 4-7, steps 0-3)
+    episodes = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    steps = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    returns = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    anchors = torch.tensor([0])
+    neighbors = torch.tensor([[0, 1, 2, 3, 5, 6]])  # own episode first, then episode 1
+    kw = dict(rule="class", episodes=episodes, steps=steps)
+    t = mine_triplets(neighbors, anchors, returns, **kw)
+    assert triplet_lists(t) == [(0, 1, 2)] and t.same_episode_fraction == pytest.approx(3 / 5)
+    assert t.excluded_fraction == 0.0
+    # window 2: slots 1 and 2 (steps 1, 2) go; slot 3 (step 3) stays
+    t = mine_triplets(neighbors, anchors, returns, exclude_window=2, **kw)
+    assert triplet_lists(t) == [(0, 5, 3)] and t.excluded_fraction == pytest.approx(2 / 5)
+    # whole episode
+    t = mine_triplets(neighbors, anchors, returns, exclude_window=-1, **kw)
+    assert triplet_lists(t) == [(0, 5, 6)] and t.excluded_fraction == pytest.approx(3 / 5)
+    with pytest.raises(ValueError, match="needs the episodes and steps"):
+        mine_triplets(neighbors, anchors, returns, exclude_window=2)
+
+
+@pytest.mark.parametrize("rule", ["class", "threshold", "relative"])
 def test_equal_returns_give_no_triplets(rule):
     returns = torch.full((6,), 1.0)
     neighbors = torch.tensor([[1, 2, 3], [0, 2, 4], [5, 4, 3]])
@@ -176,13 +249,16 @@ def test_mining_on_knn_output_is_consistent():
     knn = TorchKNN()
     knn.build(keys)
     _, neighbors = knn.search(keys[anchors], 10)  # includes each anchor itself
-    for rule in ("threshold", "relative"):
+    for rule in ("class", "threshold", "relative"):
         t = mine_triplets(neighbors, anchors, returns, rule=rule)
         assert len(t) > 0
         assert not torch.any(t.positive == t.anchor) and not torch.any(t.negative == t.anchor)
+        thr = return_threshold(returns)
         if rule == "threshold":
-            thr = return_threshold(returns)
             assert torch.all(returns[t.positive] > thr) and torch.all(returns[t.negative] <= thr)
+        elif rule == "class":
+            high = returns[t.anchor] > thr
+            assert torch.equal(returns[t.positive] > thr, high) and torch.equal(returns[t.negative] > thr, ~high)
         else:
             assert torch.all(returns[t.positive] > returns[t.anchor])
             assert torch.all(returns[t.negative] < returns[t.anchor])

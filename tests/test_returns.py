@@ -7,7 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaze_rl.contrastive.returns import EpisodeReturnTracker, discounted_returns_to_go
+import torch
+
+from gaze_rl.contrastive.buffer import FeatureBuffer
+from gaze_rl.contrastive.returns import (
+    RETURN_LABELS, EpisodeBook, EpisodeReturnTracker, buffer_labels, discounted_returns_to_go,
+)
 
 
 def _reference(rewards, dones, gamma, bootstrap=None):
@@ -109,19 +114,60 @@ def test_tracker_two_envs_ending_at_different_steps():
 
     assert [len(f) for f in finished_per_step] == [0, 1, 1, 1]
 
-    (obs_a, ret_a), = finished_per_step[1]  # env 0, steps 0-1
+    (obs_a, lab_a), = finished_per_step[1]  # env 0, steps 0-1
+    ret_a = lab_a.to_go
     np.testing.assert_allclose(ret_a, [1.0 + 0.5 * 2.0, 2.0])
     np.testing.assert_array_equal(obs_a["state"][:, 0], [0.0, 1.0])
     np.testing.assert_array_equal(obs_a["state"][:, 1], [0.0, 0.0])
     assert obs_a["rgb"].shape == (2, 2, 2, 3) and obs_a["rgb"].dtype == np.uint8
     np.testing.assert_array_equal(obs_a["rgb"][:, 0, 0, 0], [0, 1])
 
-    (obs_b, ret_b), = finished_per_step[2]  # env 1, steps 0-2
+    (obs_b, lab_b), = finished_per_step[2]  # env 1, steps 0-2
+    ret_b = lab_b.to_go
     np.testing.assert_allclose(ret_b, [10.0 + 0.5 * 20.0 + 0.25 * 30.0, 20.0 + 0.5 * 30.0, 30.0])
     np.testing.assert_array_equal(obs_b["state"][:, 1], [1.0, 1.0, 1.0])
     np.testing.assert_array_equal(obs_b["rgb"][:, 0, 0, 0], [10, 11, 12])
     assert ret_b.dtype == np.float32
 
-    (obs_c, ret_c), = finished_per_step[3]  # env 0's second episode, steps 2-3
+    (obs_c, lab_c), = finished_per_step[3]  # env 0's second episode, steps 2-3
+    ret_c = lab_c.to_go
     np.testing.assert_allclose(ret_c, [3.0 + 0.5 * 4.0, 4.0])
     np.testing.assert_array_equal(obs_c["state"][:, 0], [2.0, 3.0])
+
+
+def test_episode_book_carries_episodes_across_rollouts():
+    gamma = 0.5
+    book = EpisodeBook(num_envs=2, gamma=gamma)
+    # env 0: one episode over both rollouts; env 1: a new episode at t=1 of rollout 1
+    rewards = np.array([[1.0, 1.0], [2.0, 2.0]])
+    starts = np.array([[True, True], [False, True]])
+    first = book.label_rollout(rewards, starts, to_go=np.array([[5.0, 1.0], [4.0, 3.0]]))
+    np.testing.assert_array_equal(first.step, [0, 0, 1, 0])
+    e = first.episode
+    assert e[0] == e[2] and len({e[0], e[1], e[3]}) == 3
+    # past + gamma^t * G_t: env 0 at t=1: 1 + 0.5 * 4
+    np.testing.assert_allclose(first.episode_return, [5.0, 1.0, 3.0, 3.0])
+    second = book.label_rollout(np.array([[4.0, 4.0]]), np.array([[False, False]]), to_go=np.array([[4.0, 4.0]]))
+    np.testing.assert_array_equal(second.episode, [e[0], e[3]])
+    np.testing.assert_array_equal(second.step, [2, 1])
+    # env 0: 1 + 0.5 * 2 + 0.25 * 4; env 1: 2 + 0.5 * 4
+    np.testing.assert_allclose(second.episode_return, [3.0, 4.0])
+
+
+def _buffer(to_go, steps, episode_returns=None):
+    buf = FeatureBuffer(16, (1, 2, 2), 2)
+    n = len(to_go)
+    buf.add(torch.zeros(n, 1, 2, 2), torch.zeros(n, 2), torch.tensor(to_go), torch.zeros(n, dtype=torch.int64),
+            torch.tensor(steps), None if episode_returns is None else torch.tensor(episode_returns))
+    return buf
+
+
+def test_labels():
+    buf = _buffer([2.0, 4.0, 1.0, 3.0, float("nan")], [0, 0, 1, 1, 0], [7.0, 7.0, 8.0, 8.0, 9.0])
+    np.testing.assert_allclose(buffer_labels(buf, "to-go").numpy(), [2.0, 4.0, 1.0, 3.0, np.nan])
+    np.testing.assert_allclose(buffer_labels(buf, "episode").numpy(), [7.0, 7.0, 8.0, 8.0, 9.0])
+    # minus the mean of the finite labels at the same step: step 0 -> 3, step 1 -> 2
+    np.testing.assert_allclose(buffer_labels(buf, "detrended").numpy(), [-1.0, 1.0, -1.0, 1.0, np.nan])
+    with pytest.raises(ValueError, match="unknown return label 'nope'"):
+        buffer_labels(buf, "nope")
+    assert set(RETURN_LABELS) == {"to-go", "episode", "detrended"}

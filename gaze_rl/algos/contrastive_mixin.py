@@ -16,6 +16,7 @@ from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
 
 from gaze_rl.contrastive.learner import ContrastiveConfig, ContrastiveLearner
+from gaze_rl.contrastive.returns import StateLabels
 from gaze_rl.nets.extractor import GazeExtractor, gaze_policy_kwargs
 
 
@@ -152,8 +153,13 @@ class ContrastiveMixin:
         now = self.lr_schedule(self._current_progress_remaining)
         return self.contrastive.config.learning_rate * (now / start if start else 0.0)
 
+    def _add_labelled(self, feature_maps: torch.Tensor, labels: StateLabels) -> None:
+        """Feature maps and their labels (one row per state) into the contrastive buffer."""
+        self.contrastive.add(feature_maps, torch.as_tensor(labels.to_go), torch.as_tensor(labels.episode),
+                             torch.as_tensor(labels.step), torch.as_tensor(labels.episode_return))
+
     def _maybe_contrastive_update(self) -> None:
-        """Runs one contrastive step every `update_every` calls and logs its metrics."""
+        """Runs one contrastive update every `update_every` calls and logs its metrics."""
         if self.contrastive is None:
             return
         self._iterations_since_update += 1

@@ -12,7 +12,7 @@ from stable_baselines3.common.type_aliases import MaybeCallback
 
 from gaze_rl.algos.contrastive_mixin import ContrastiveMixin, resolve_contrastive
 from gaze_rl.contrastive.learner import ContrastiveConfig
-from gaze_rl.contrastive.returns import discounted_returns_to_go
+from gaze_rl.contrastive.returns import EpisodeBook, discounted_returns_to_go
 from gaze_rl.nets.extractor import GazeExtractor
 
 
@@ -42,8 +42,8 @@ class GazePPO(ContrastiveMixin, PPO):
     Works with SB3's "CnnPolicy" (Box images) and "MultiInputPolicy" (Dicts); the gaze extractor
     replaces SB3's default one unless policy_kwargs name another features_extractor_class.
 
-    After each rollout the rollout's feature maps and returns-to-go enter the feature buffer;
-    after PPO's own update, one contrastive step trains the gaze head.
+    After each rollout the rollout's feature maps and their labels enter the feature buffer;
+    after PPO's own update, `steps_per_update` contrastive steps train the gaze head.
     """
 
     def __init__(self, policy: str | type = "MultiInputPolicy", env: Any = None, *args: Any,
@@ -55,6 +55,12 @@ class GazePPO(ContrastiveMixin, PPO):
 
     def _extra_states(self) -> int:
         return self.n_steps * self.n_envs  # learn() may run up to one rollout past the total
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._episode_book = EpisodeBook(self.n_envs, self.return_discount) if self.contrastive else None
+    # No _on_envs_reset: after learn() resets the envs SB3 marks every env's next observation as an
+    # episode start, and the EpisodeBook opens new episodes there.
 
     def _gaze_extractor(self) -> GazeExtractor:
         return self.policy.features_extractor  # type: ignore[return-value]
@@ -73,19 +79,22 @@ class GazePPO(ContrastiveMixin, PPO):
         buffer = self.rollout_buffer
         rewards = np.stack(self._rollout_rewards.rewards)
         # done after step t <=> step t+1 starts an episode; the last step's dones are SB3's
-        # _last_episode_starts. An episode still running at the end of the rollout is
-        # bootstrapped with V(s_T), recovered from SB3's last return (r + gamma V(s_T)).
+        # _last_episode_starts. Ended episodes (terminated or truncated) are labelled with the
+        # rewards they collected; an episode still running at the end of the rollout is
+        # completed with the value network's V(s_T) (gaze_rl.contrastive.returns).
         dones = np.concatenate([buffer.episode_starts[1:], self._last_episode_starts[None]], axis=0) > 0.5
-        bootstrap = None
-        if self.gamma > 0:
-            bootstrap = np.where(dones[-1], 0.0, (buffer.returns[-1] - buffer.rewards[-1]) / self.gamma)
-        returns = discounted_returns_to_go(rewards, dones, self.return_discount, bootstrap)
+        with torch.no_grad():
+            last_obs, _ = self.policy.obs_to_tensor(self._last_obs)
+            values = self.policy.predict_values(last_obs).cpu().numpy().reshape(-1)
+        bootstrap = np.where(dones[-1], 0.0, values)
+        to_go = discounted_returns_to_go(rewards, dones, self.return_discount, bootstrap)
+        labels = self._episode_book.label_rollout(rewards, buffer.episode_starts > 0.5, to_go)
         observations = buffer.observations
         if isinstance(observations, dict):
             observations = {k: v.reshape(-1, *v.shape[2:]) for k, v in observations.items()}
         else:
             observations = observations.reshape(-1, *observations.shape[2:])
-        self.contrastive.add(self._feature_maps(observations), torch.as_tensor(returns.reshape(-1)))
+        self._add_labelled(self._feature_maps(observations), labels)
 
     def train(self) -> None:
         if self.contrastive is not None:
@@ -94,7 +103,7 @@ class GazePPO(ContrastiveMixin, PPO):
         self._maybe_contrastive_update()
 
     def _excluded_save_params(self) -> list[str]:
-        return super()._excluded_save_params() + self._contrastive_excluded() + ["_rollout_rewards"]
+        return super()._excluded_save_params() + self._contrastive_excluded() + ["_rollout_rewards", "_episode_book"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from stable_baselines3 import SAC
 
 from gaze_rl.algos.contrastive_mixin import ContrastiveMixin, resolve_contrastive
@@ -56,8 +55,8 @@ class GazeSAC(ContrastiveMixin, SAC):
 
     def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos) -> None:
         if self._return_tracker is not None:
-            for observations, returns in self._return_tracker.record(self._last_obs, reward, dones):
-                self.contrastive.add(self._feature_maps(observations), torch.as_tensor(returns))
+            for observations, labels in self._return_tracker.record(self._last_obs, reward, dones):
+                self._add_labelled(self._feature_maps(observations), labels)
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:

@@ -11,7 +11,12 @@ returns differ. :class:`FeatureBuffer` is that memory. It stores
 * ``keys``: the vectors the k-NN search runs on, computed by the caller (e.g.
   pooled and L2-normalised features), so the buffer does not impose an
   embedding;
-* ``returns``: the return attached to each state, always ``float32``.
+* ``returns``: the return-to-go attached to each state, always ``float32``;
+* ``episode_returns``: the return of the state's whole episode (``float32``), for the
+  ``episode`` label (gaze_rl.contrastive.returns);
+* ``episodes`` / ``steps``: the state's episode id (unique across envs and resets, int64)
+  and its step index within that episode (int64), so that labels can be detrended in time
+  and mining can exclude neighbours from the anchor's own episode.
 
 Everything is preallocated once on a single torch device, so adding states never
 allocates and a GPU-resident buffer never copies to the host. Features and keys
@@ -72,6 +77,10 @@ class FeatureBuffer:
         self._features = torch.zeros((self._capacity, *feature_shape), dtype=dtype, device=self.device)
         self._keys = torch.zeros((self._capacity, self.key_dim), dtype=dtype, device=self.device)
         self._returns = torch.zeros(self._capacity, dtype=torch.float32, device=self.device)
+        self._episode_returns = torch.zeros(self._capacity, dtype=torch.float32, device=self.device)
+        self._episodes = torch.zeros(self._capacity, dtype=torch.int64, device=self.device)
+        self._steps = torch.zeros(self._capacity, dtype=torch.int64, device=self.device)
+        self._next_solo_episode = -1  # ids for states added without one: negative, never reused
         self._pos = 0  # next slot to write
         self._size = 0
 
@@ -104,12 +113,39 @@ class FeatureBuffer:
         """Filled returns ``(len,)`` float32 in slot order; a view of the storage, do not modify."""
         return self._returns[: self._size]
 
-    def add(self, features: Tensor, keys: Tensor, returns: Tensor) -> None:
+    @property
+    def episode_returns(self) -> Tensor:
+        """Filled whole-episode returns ``(len,)`` float32 in slot order; a view, do not modify."""
+        return self._episode_returns[: self._size]
+
+    @property
+    def episodes(self) -> Tensor:
+        """Filled episode ids ``(len,)`` int64 in slot order; a view, do not modify."""
+        return self._episodes[: self._size]
+
+    @property
+    def steps(self) -> Tensor:
+        """Filled step indices within their episodes ``(len,)`` int64 in slot order; a view, do not modify."""
+        return self._steps[: self._size]
+
+    def add(
+        self,
+        features: Tensor,
+        keys: Tensor,
+        returns: Tensor,
+        episodes: Tensor | None = None,
+        steps: Tensor | None = None,
+        episode_returns: Tensor | None = None,
+    ) -> None:
         """Store a batch of states, overwriting the oldest ones once the buffer is full.
 
         :param features: ``(N, C, h, w)`` feature maps.
         :param keys: ``(N, key_dim)`` k-NN keys.
-        :param returns: ``(N,)`` return of each state.
+        :param returns: ``(N,)`` return-to-go of each state.
+        :param episodes: ``(N,)`` episode id of each state; None = each state its own episode
+            (a fresh negative id, never equal to another state's).
+        :param steps: ``(N,)`` step index of each state within its episode; None = 0.
+        :param episode_returns: ``(N,)`` return of each state's whole episode; None = ``returns``.
 
         Inputs are detached and moved to the buffer's device; features and keys are
         cast to the buffer's dtype, returns to float32. ``N`` may exceed the
@@ -140,12 +176,23 @@ class FeatureBuffer:
             )
         if n == 0:
             return
+        if episodes is None:
+            episodes = self._next_solo_episode - torch.arange(n, device=features.device)
+            self._next_solo_episode -= n
+        steps = torch.zeros(n, dtype=torch.int64) if steps is None else steps
+        episode_returns = returns if episode_returns is None else episode_returns
+        if episodes.shape != (n,) or steps.shape != (n,) or episode_returns.shape != (n,):
+            raise ValueError(
+                f"episodes, steps and episode_returns must have shape ({n},), got {tuple(episodes.shape)}, "
+                f"{tuple(steps.shape)} and {tuple(episode_returns.shape)}; pass one of each per state."
+            )
 
         # Adding N > capacity states one by one would leave only the last `capacity`
         # of them; skip the rest but advance the write position as if written.
         if n > self._capacity:
             skip = n - self._capacity
             features, keys, returns = features[skip:], keys[skip:], returns[skip:]
+            episodes, steps, episode_returns = episodes[skip:], steps[skip:], episode_returns[skip:]
             self._pos = (self._pos + skip) % self._capacity
             n = self._capacity
 
@@ -153,13 +200,17 @@ class FeatureBuffer:
         self._features[slots] = features.detach().to(device=self.device, dtype=self.dtype)
         self._keys[slots] = keys.detach().to(device=self.device, dtype=self.dtype)
         self._returns[slots] = returns.detach().to(device=self.device, dtype=torch.float32)
+        self._episode_returns[slots] = episode_returns.detach().to(device=self.device, dtype=torch.float32)
+        self._episodes[slots] = episodes.to(device=self.device, dtype=torch.int64)
+        self._steps[slots] = steps.to(device=self.device, dtype=torch.int64)
         self._pos = (self._pos + n) % self._capacity
         self._size = min(self._size + n, self._capacity)
 
     def nbytes(self) -> int:
         """Bytes held by the storage tensors (allocated up front, independent of ``len``)."""
-        return sum(t.numel() * t.element_size() for t in (self._features, self._keys, self._returns))
+        tensors = (self._features, self._keys, self._returns, self._episode_returns, self._episodes, self._steps)
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def bytes_per_state(self) -> int:
-        """Bytes of storage per state: one feature map, one key and one return."""
+        """Bytes of storage per state: one feature map, one key, two returns, an episode id and a step."""
         return self.nbytes() // self._capacity

@@ -1,9 +1,13 @@
-"""One return-guided contrastive step for the gaze head, shared by GazePPO and GazeSAC.
+"""The return-guided contrastive update of the gaze head, shared by GazePPO and GazeSAC.
 
-Per update: rebuild the k-NN index over the buffer's keys, sample anchors, mine triplets
-(similar states, different returns), re-attend their stored feature maps with the *current*
-gaze head, project, and minimise `triplet_weight * triplet + spread_weight * spread`. Only the
-gaze head and the projection are optimised here; RL trains the encoder and policy.
+Per update: compute the labels (gaze_rl.contrastive.returns) and rebuild the k-NN index over
+the buffer's keys; then, `steps_per_update` times: sample anchors, mine triplets (similar
+states, different labels; gaze_rl.contrastive.mining), re-attend their stored feature maps
+with the *current* gaze head, project, and take one Adam step on
+`triplet_weight * triplet + spread_weight * spread`. Only the gaze head and the projection are
+optimised here; RL trains the encoder and policy. Every update logs what the signal looked
+like (`gaze/label_step_spearman`, `gaze/same_episode_fraction`, ...), so an inert or
+confounded signal shows in TensorBoard.
 
 Our choices where the paper is silent (documented in ContrastiveConfig): k-NN keys are a fixed
 random projection (Johnson-Lindenstrauss) of the flattened feature map, L2-normalised, so that
@@ -23,7 +27,14 @@ from torch import nn
 from gaze_rl.contrastive.buffer import FeatureBuffer
 from gaze_rl.contrastive.losses import spread_regularizer, triplet_loss
 from gaze_rl.contrastive.mining import KNN_BACKENDS, TRIPLET_RULES, make_knn, mine_triplets, sample_anchors
+from gaze_rl.contrastive.returns import RETURN_LABELS, buffer_labels
+from gaze_rl.nets.attention import GazeParams
 from gaze_rl.nets.extractor import GazeExtractor
+
+
+# CLI types built from the registries, so a new rule or label is one registry entry.
+RuleName = Literal[TRIPLET_RULES]  # type: ignore[valid-type]
+LabelName = Literal[tuple(RETURN_LABELS)]  # type: ignore[valid-type]
 
 
 @dataclass
@@ -38,14 +49,24 @@ class ContrastiveConfig:
     """Nearest neighbours searched per anchor; positives and negatives are taken from them."""
     margin: float = 0.2
     """Triplet margin on cosine distance."""
-    rule: Literal["threshold", "relative"] = "threshold"
-    """'threshold' (paper): positive = a similar state with return above the threshold, negative = at or below it; 'relative': higher / lower return than the anchor's."""
+    rule: RuleName = "class"
+    """Triplet rule (gaze_rl.contrastive.mining.MINING_RULES). 'class': positive = nearest neighbour on the anchor's side of the split, negative = nearest on the other side; 'threshold' (the paper's reading): positive above the split, negative at or below it, whatever the anchor's return; 'relative': higher / lower return than the anchor's."""
+    label: LabelName = "episode"
+    """Return label mining splits on (gaze_rl.contrastive.returns.RETURN_LABELS): 'to-go' (G_t), 'episode' (the whole episode's discounted return), 'detrended' (G_t minus the mean G at the same step index)."""
     threshold: float | None = None
-    """Return threshold of the 'threshold' rule; None = the buffer's median return (our choice)."""
+    """Split of the 'class' / 'threshold' rules; None = the buffer's `quantile`, moved so both classes are non-empty (our choice)."""
+    quantile: float = 0.5
+    """Quantile of the labels used as the default split (0.5 = median)."""
+    exclude_window: int = -1
+    """Drop neighbours from the anchor's own episode within this many steps of it; 0 = keep all, -1 = the whole episode."""
+    steps_per_update: int = 8
+    """Contrastive Adam steps per update, each on freshly sampled anchors."""
+    shuffle_labels: bool = False
+    """Control (method gaze-shuffled): randomly permute the labels over the buffer at every step."""
     triplet_weight: float = 0.1
     """Weight of the triplet loss."""
-    spread_weight: float = 0.01
-    """Weight of the log-space spread regulariser that keeps the gaze from collapsing to a point."""
+    spread_weight: float = 0.0
+    """Weight of the log-space spread regulariser towards `spread_target` (third-party port: 0.01). Off by default: on the synthetic signal benchmark it pinned sigma at the target and lowered the gaze's weight on the deciding cell (results/signal/); sigma_floor already prevents a point."""
     spread_target: float = 0.45
     """Sigma the spread regulariser pulls towards (grid units, the map spans [-1, 1])."""
     projection_dim: int = 128
@@ -65,7 +86,8 @@ class ContrastiveConfig:
 
     def __post_init__(self) -> None:
         positive = {"buffer_size": self.buffer_size, "num_anchors": self.num_anchors, "k": self.k,
-                    "key_dim": self.key_dim, "update_every": self.update_every}
+                    "key_dim": self.key_dim, "update_every": self.update_every,
+                    "steps_per_update": self.steps_per_update}
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"contrastive {name} must be >= 1 (got {value})")
@@ -77,6 +99,13 @@ class ContrastiveConfig:
             raise ValueError(f"contrastive spread_target must be > 0 (got {self.spread_target})")
         if self.rule not in TRIPLET_RULES:
             raise ValueError(f"unknown triplet rule {self.rule!r}; valid choices: {', '.join(TRIPLET_RULES)}")
+        if self.label not in RETURN_LABELS:
+            raise ValueError(f"unknown return label {self.label!r}; valid choices: {', '.join(RETURN_LABELS)}")
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"contrastive quantile must be in (0, 1) (got {self.quantile}); use 0.5 for the median")
+        if self.exclude_window < -1:
+            raise ValueError(f"contrastive exclude_window must be -1 (whole episode), 0 (off) or > 0 "
+                             f"(got {self.exclude_window})")
         if self.knn_backend not in KNN_BACKENDS:
             raise ValueError(f"unknown knn_backend {self.knn_backend!r}; valid choices: {', '.join(KNN_BACKENDS)}")
         if self.return_discount is not None and not 0.0 <= self.return_discount <= 1.0:
@@ -139,54 +168,123 @@ class ContrastiveLearner:
         return nn.functional.normalize(keys, dim=1)
 
     @torch.no_grad()
-    def add(self, feature_maps: torch.Tensor, returns: torch.Tensor) -> None:
-        """Stores detached feature maps (B, C, h, w) with their returns (B,)."""
+    def add(self, feature_maps: torch.Tensor, returns: torch.Tensor, episodes: torch.Tensor | None = None,
+            steps: torch.Tensor | None = None, episode_returns: torch.Tensor | None = None) -> None:
+        """Stores detached feature maps (B, C, h, w) with their returns-to-go (B,) and, optionally,
+        episode ids, step indices and whole-episode returns (B,) (see FeatureBuffer.add)."""
         feature_maps = feature_maps.detach().to(self.device)
-        self.buffer.add(feature_maps, self.keys(feature_maps), returns.to(self.device))
+        self.buffer.add(feature_maps, self.keys(feature_maps), returns.to(self.device), episodes, steps,
+                        episode_returns)
 
     def update(self) -> dict[str, float]:
-        """One contrastive step; returns metrics named for the `gaze/` TensorBoard section."""
+        """`steps_per_update` contrastive steps; returns metrics named for the `gaze/` TensorBoard section."""
         cfg = self.config
         metrics = {"gaze/buffer_size": float(len(self.buffer)), "gaze/num_triplets": 0.0,
                    "gaze/valid_fraction": 0.0}
         if len(self.buffer) <= cfg.k:
             return metrics
         start = time.perf_counter()
+        labels = buffer_labels(self.buffer, cfg.label)
+        metrics.update(label_stats(labels, self.buffer.steps, self.generator))
         self.knn.build(self.buffer.keys)  # fp16 as stored; each backend computes in fp32
-        anchors = sample_anchors(len(self.buffer), cfg.num_anchors, self.generator).to(self.device)
-        _, neighbors = self.knn.search(self.buffer.keys[anchors], cfg.k + 1)
-        triplets = mine_triplets(neighbors, anchors, self.buffer.returns, cfg.rule, cfg.threshold)
-        metrics["gaze/mining_ms"] = 1000.0 * (time.perf_counter() - start)
-        metrics["gaze/num_triplets"] = float(len(triplets))
-        metrics["gaze/valid_fraction"] = triplets.valid_fraction
-        if len(triplets) == 0:
-            return metrics  # no return variation among neighbours yet: nothing to learn from
-
-        index = torch.cat([triplets.anchor, triplets.positive, triplets.negative])
-        out = self.extractor.attention(self.buffer.features[index].float())
-        z_anchor, z_pos, z_neg = self.projection(out.features.flatten(1)).chunk(3)
-        trip = triplet_loss(z_anchor, z_pos, z_neg, cfg.margin)
-        spread = spread_regularizer(out.params.sigma, cfg.spread_target)
-        loss = cfg.triplet_weight * trip + cfg.spread_weight * spread
-        if not torch.isfinite(loss):
-            # Never step on NaN/Inf: skip, count, and let the logs say so.
-            self.skipped_nonfinite += 1
-            metrics["gaze/skipped_nonfinite"] = float(self.skipped_nonfinite)
-            return metrics
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.num_updates += 1
-        sigma = out.params.sigma.detach()
-        metrics.update({
-            "gaze/triplet_loss": trip.item(),
-            "gaze/spread_loss": spread.item(),
-            "gaze/contrastive_loss": loss.item(),
-            "gaze/mu_x": out.params.mu[..., 0].mean().item(),
-            "gaze/mu_y": out.params.mu[..., 1].mean().item(),
-            "gaze/sigma_x": sigma[..., 0].mean().item(),
-            "gaze/sigma_y": sigma[..., 1].mean().item(),
-            "gaze/sigma_xy": out.params.sigma_xy.mean().item(),
-        })
+        search_k = self._search_k()
+        sums: dict[str, tuple[float, int]] = {}
+        steps_taken, out, mining_s = 0, None, time.perf_counter() - start
+        for _ in range(cfg.steps_per_update):
+            mine_start = time.perf_counter()
+            step_labels = labels
+            if cfg.shuffle_labels:  # the control: any structure left in the labels is noise
+                step_labels = labels[torch.randperm(len(labels), generator=self.generator).to(labels.device)]
+            anchors = sample_anchors(len(self.buffer), cfg.num_anchors, self.generator).to(self.device)
+            _, neighbors = self.knn.search(self.buffer.keys[anchors], search_k)
+            triplets = mine_triplets(neighbors, anchors, step_labels, cfg.rule, cfg.threshold, cfg.quantile,
+                                     self.buffer.episodes, self.buffer.steps, cfg.exclude_window)
+            mining_s += time.perf_counter() - mine_start
+            _accumulate(sums, {"num_triplets": float(len(triplets)), "valid_fraction": triplets.valid_fraction,
+                               "same_episode_fraction": triplets.same_episode_fraction,
+                               "excluded_fraction": triplets.excluded_fraction})
+            metrics["gaze/single_class"] = float(triplets.single_class)
+            if len(triplets) == 0:
+                continue  # no label variation among neighbours: nothing to learn from
+            index = torch.cat([triplets.anchor, triplets.positive, triplets.negative])
+            out = self.extractor.attention(self.buffer.features[index].float())
+            z_anchor, z_pos, z_neg = self.projection(out.features.flatten(1)).chunk(3)
+            trip = triplet_loss(z_anchor, z_pos, z_neg, cfg.margin)
+            spread = spread_regularizer(out.params.sigma, cfg.spread_target)
+            loss = cfg.triplet_weight * trip + cfg.spread_weight * spread
+            if not torch.isfinite(loss):
+                # Never step on NaN/Inf: skip, count, and let the logs say so.
+                self.skipped_nonfinite += 1
+                continue
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.num_updates += 1
+            steps_taken += 1
+            _accumulate(sums, {"triplet_loss": trip.item(), "spread_loss": spread.item(),
+                               "contrastive_loss": loss.item()})
+        metrics["gaze/mining_ms"] = 1000.0 * mining_s
+        metrics["gaze/update_ms"] = 1000.0 * (time.perf_counter() - start)
+        metrics["gaze/steps_taken"] = float(steps_taken)
+        metrics["gaze/skipped_nonfinite"] = float(self.skipped_nonfinite)
+        metrics.update({f"gaze/{name}": value / count for name, (value, count) in sums.items()})
+        if out is not None:
+            metrics.update(gaze_param_stats(out.params))
         return metrics
 
+
+    def _search_k(self) -> int:
+        """Neighbours to search: k plus the anchor, plus as many as the exclusion can drop, so
+        that k candidates remain (a state's nearest neighbours are mostly its own episode's)."""
+        cfg = self.config
+        if cfg.exclude_window == 0:
+            return cfg.k + 1
+        if cfg.exclude_window > 0:
+            dropped = 2 * cfg.exclude_window
+        else:
+            dropped = int(torch.unique(self.buffer.episodes, return_counts=True)[1].max()) - 1
+        return min(cfg.k + 1 + dropped, len(self.buffer))
+
+
+def _accumulate(sums: dict[str, tuple[float, int]], values: dict[str, float]) -> None:
+    """Running (sum, count) per metric, skipping NaN (e.g. no neighbours to count)."""
+    for name, value in values.items():
+        if math.isfinite(value):
+            total, count = sums.get(name, (0.0, 0))
+            sums[name] = (total + value, count + 1)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation of two (n,) tensors (ties ranked by order); NaN if either is constant."""
+    ranks = [x.argsort().argsort().float() for x in (a, b)]
+    ra, rb = (r - r.mean() for r in ranks)
+    denom = ra.norm() * rb.norm()
+    return float((ra * rb).sum() / denom) if denom > 0 and float(a.std()) > 0 and float(b.std()) > 0 else float("nan")
+
+
+@torch.no_grad()
+def label_stats(labels: torch.Tensor, steps: torch.Tensor, generator: torch.Generator,
+                sample: int = 8192) -> dict[str, float]:
+    """How much signal the labels carry: their spread, how many are NaN/Inf, and how much of
+    them time alone explains (Spearman with the step index, on a random sample of states)."""
+    finite = torch.isfinite(labels)
+    values, finite_steps = labels[finite], steps[finite]
+    stats = {"gaze/label_nonfinite": float((~finite).sum()), "gaze/label_std": float("nan"),
+             "gaze/label_step_spearman": float("nan")}
+    if values.numel() > 1:
+        stats["gaze/label_std"] = float(values.std())
+        pick = torch.randperm(values.numel(), generator=generator)[:sample].to(values.device)
+        stats["gaze/label_step_spearman"] = spearman(values[pick], finite_steps[pick].float())
+    return stats
+
+
+def gaze_param_stats(params: GazeParams) -> dict[str, float]:
+    """Mean, spread and range of the gaze's mu and sigma over a batch."""
+    mu, sigma = params.mu.detach(), params.sigma.detach()
+    return {
+        "gaze/mu_x": mu[..., 0].mean().item(), "gaze/mu_y": mu[..., 1].mean().item(),
+        "gaze/mu_std": mu.std().item() if mu.numel() > 1 else 0.0,
+        "gaze/sigma_x": sigma[..., 0].mean().item(), "gaze/sigma_y": sigma[..., 1].mean().item(),
+        "gaze/sigma_min": sigma.min().item(), "gaze/sigma_max": sigma.max().item(),
+        "gaze/sigma_xy": params.sigma_xy.detach().mean().item(),
+    }

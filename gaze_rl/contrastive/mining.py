@@ -9,8 +9,8 @@ attended features distinguishable. This module provides the two steps:
    (:class:`FaissKNN`, CPU or GPU) or with plain torch (:class:`TorchKNN`, on the
    keys' device, no extra dependency). :func:`make_knn` picks one.
 2. **Triplet mining** (:func:`mine_triplets`): among each anchor's neighbours,
-   pick the nearest one on the "high return" side as the positive and the nearest
-   one on the "low return" side as the negative, vectorised over anchors.
+   pick the nearest one the rule calls positive and the nearest one it calls
+   negative, vectorised over anchors. Rules live in :data:`MINING_RULES`.
 
 FAISS is imported lazily so the package works without it.
 """
@@ -18,6 +18,7 @@ FAISS is imported lazily so the package works without it.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -26,7 +27,6 @@ import torch
 from torch import Tensor
 
 KNN_BACKENDS = ("auto", "faiss", "torch")
-TRIPLET_RULES = ("threshold", "relative")
 
 _FAISS_FIX = (
     "install it with `pip install faiss-cpu`, or `pip install 'gaze_rl[faiss-gpu]'` (in place of faiss-cpu) for GPU search"
@@ -201,12 +201,16 @@ def make_knn(backend: str = "auto", device: torch.device | str = "cpu") -> Torch
 
 @dataclass
 class Triplets:
-    """Mined triplets as buffer indices (slot indices of the :class:`FeatureBuffer`)."""
+    """Mined triplets as buffer indices (slot indices of the :class:`FeatureBuffer`), and what mining skipped."""
 
     anchor: Tensor  # (T,) int64
-    positive: Tensor  # (T,) int64, neighbour on the high-return side
-    negative: Tensor  # (T,) int64, neighbour on the low-return side
+    positive: Tensor  # (T,) int64, the neighbour the anchor is pulled towards
+    negative: Tensor  # (T,) int64, the neighbour the anchor is pushed away from
     num_anchors: int  # how many anchors were tried
+    skipped_nonfinite: int = 0  # buffer labels that were NaN/Inf (excluded from the split and from mining)
+    single_class: bool = False  # the finite labels were all equal: nothing to contrast
+    same_episode_fraction: float = float("nan")  # of the anchors' neighbours, the share from the anchor's episode
+    excluded_fraction: float = 0.0  # of the anchors' neighbours, the share dropped by the episode exclusion
 
     @property
     def valid_fraction(self) -> float:
@@ -217,47 +221,103 @@ class Triplets:
         return self.anchor.numel()
 
 
-def return_threshold(returns: Tensor) -> float:
-    """Default split of the paper's rule: the median return of the buffer.
+def return_threshold(returns: Tensor, quantile: float = 0.5) -> float | None:
+    """Split of the class-based rules: the ``quantile`` of the finite returns, moved to a value
+    boundary that leaves both classes (``> split``, ``<= split``) non-empty.
 
-    This is our choice; the paper does not give its threshold. For an even count
-    it is the lower of the two middle values (``torch.median``), so it is always
-    an observed return. When many returns tie at the median (e.g. mostly-success
-    binary returns) the "high" side (``> threshold``) can be empty; pass an
-    explicit threshold to :func:`mine_triplets` in that case.
+    Our choice (the paper does not give its threshold). Tied returns always stay in one class;
+    when the quantile falls on a tie at the maximum (e.g. binary success with success > 50%)
+    the split moves down to the next lower distinct value, so "high" = the best returns seen
+    and mining never stalls while returns differ. NaN/Inf are ignored. Returns None when fewer
+    than two distinct finite values exist (a single class: nothing to contrast).
     """
-    if returns.numel() == 0:
-        raise ValueError("cannot compute a return threshold of an empty buffer; add states before mining.")
-    return float(returns.detach().float().median())
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}; use 0.5 for the median.")
+    finite = returns.detach().float()
+    finite = finite[torch.isfinite(finite)]
+    distinct = torch.unique(finite)  # sorted
+    if distinct.numel() < 2:
+        return None
+    split = torch.quantile(finite, quantile, interpolation="lower")
+    return float(split.clamp(distinct[0], distinct[-2]))
+
+
+# A mining rule turns the labels of each anchor's neighbours into (positive, negative) masks.
+# Arguments: neighbour labels (Q, k), anchor labels (Q, 1), the class split (None for rules
+# that need none). A new rule is one function plus one MINING_RULES entry.
+RuleFn = Callable[[Tensor, Tensor, "float | None"], tuple[Tensor, Tensor]]
+
+
+def _threshold_rule(neighbor: Tensor, anchor: Tensor, split: float | None) -> tuple[Tensor, Tensor]:
+    # Paper's reading (per the public reviews): high-return positive, low-return negative,
+    # whatever the anchor's own class.
+    return neighbor > split, neighbor <= split
+
+
+def _class_rule(neighbor: Tensor, anchor: Tensor, split: float | None) -> tuple[Tensor, Tensor]:
+    # Class-consistent: pulled towards its own side of the split, pushed from the other.
+    same = (neighbor > split) == (anchor > split)
+    return same, ~same
+
+
+def _relative_rule(neighbor: Tensor, anchor: Tensor, split: float | None) -> tuple[Tensor, Tensor]:
+    # Third-party port: higher return than the anchor's = positive, lower = negative.
+    return neighbor > anchor, neighbor < anchor
+
+
+@dataclass(frozen=True)
+class MiningRule:
+    fn: RuleFn
+    uses_split: bool
+    help: str
+
+
+MINING_RULES: dict[str, MiningRule] = {
+    "class": MiningRule(_class_rule, True, "positive: nearest neighbour on the anchor's side of the split; "
+                                           "negative: nearest on the other side"),
+    "threshold": MiningRule(_threshold_rule, True, "the paper's reading: positive above the split, negative at or "
+                                                   "below it, whatever the anchor's return"),
+    "relative": MiningRule(_relative_rule, False, "third-party port: positive = higher return than the anchor's, "
+                                                  "negative = lower"),
+}
+TRIPLET_RULES = tuple(MINING_RULES)
 
 
 def mine_triplets(
     neighbors: Tensor,
     anchors: Tensor,
     returns: Tensor,
-    rule: str = "threshold",
+    rule: str = "class",
     threshold: float | None = None,
+    quantile: float = 0.5,
+    episodes: Tensor | None = None,
+    steps: Tensor | None = None,
+    exclude_window: int = 0,
 ) -> Triplets:
     """Build (anchor, positive, negative) triplets from each anchor's nearest neighbours.
 
     :param neighbors: ``(Q, k)`` buffer indices of each anchor's nearest neighbours,
         nearest first. The anchor itself and ``-1`` padding (from faiss) are skipped.
     :param anchors: ``(Q,)`` buffer indices of the anchors.
-    :param returns: ``(N,)`` return of every buffer slot.
-    :param rule: ``"threshold"`` (the paper's, per the public reviews): positive =
-        the nearest neighbour with return ``> threshold``, negative = the nearest
-        neighbour with return ``<= threshold``, whatever the anchor's own return.
-        ``"relative"`` (a third-party port's rule): positive = nearest neighbour with
-        return ``>`` the anchor's, negative = nearest neighbour with return ``<`` the
-        anchor's.
-    :param threshold: split for the ``"threshold"`` rule; ``None`` uses
-        :func:`return_threshold` of ``returns``. Ignored by ``"relative"``.
-    :return: the triplets of the anchors that have both a positive and a negative
-        among their neighbours, on the neighbours' device; empty (never an error)
-        when there are none, e.g. when all returns are equal.
+    :param returns: ``(N,)`` label (return) of every buffer slot; NaN/Inf labels are
+        excluded (as anchors and as neighbours) and counted in ``skipped_nonfinite``.
+    :param rule: a name of :data:`MINING_RULES`; the positive and the negative are the
+        nearest neighbours that the rule's masks allow.
+    :param threshold: split of the class-based rules; ``None`` = :func:`return_threshold`
+        of the finite labels at ``quantile``.
+    :param quantile: quantile of the default split (0.5 = median).
+    :param episodes: ``(N,)`` episode id of every slot; needed by ``exclude_window`` and
+        for ``same_episode_fraction``.
+    :param steps: ``(N,)`` step index within its episode of every slot.
+    :param exclude_window: 0 = keep every neighbour; ``W > 0`` = drop neighbours from the
+        anchor's own episode within ``W`` steps of it; ``-1`` = drop the anchor's whole episode.
+    :return: the triplets of the anchors that have both a positive and a negative among their
+        neighbours, on the neighbours' device; empty (never an error) when there are none.
     """
-    if rule not in TRIPLET_RULES:
+    if rule not in MINING_RULES:
         raise ValueError(f"unknown triplet rule {rule!r}; choose one of {TRIPLET_RULES}.")
+    if exclude_window < -1:
+        raise ValueError(f"exclude_window must be -1 (whole episode), 0 (off) or a positive window, got {exclude_window}.")
     if neighbors.dim() != 2:
         raise ValueError(f"neighbors must have shape (Q, k), got {tuple(neighbors.shape)}; pass k-NN indices.")
     if anchors.dim() != 1 or anchors.shape[0] != neighbors.shape[0]:
@@ -267,32 +327,51 @@ def mine_triplets(
         )
     if returns.dim() != 1:
         raise ValueError(f"returns must have shape (N,), got {tuple(returns.shape)}; pass the buffer's returns.")
+    if exclude_window != 0 and (episodes is None or steps is None):
+        raise ValueError("exclude_window needs the episodes and steps of the buffer; pass both or exclude_window=0.")
 
     device = neighbors.device
     num_anchors = anchors.shape[0]
+    returns = returns.detach().to(device=device, dtype=torch.float32)
+    finite = torch.isfinite(returns)
+    skipped = int((~finite).sum())
+    empty = torch.empty(0, dtype=torch.int64, device=device)
     if num_anchors == 0 or neighbors.shape[1] == 0:
-        empty = torch.empty(0, dtype=torch.int64, device=device)
-        return Triplets(empty, empty.clone(), empty.clone(), num_anchors)
+        return Triplets(empty, empty.clone(), empty.clone(), num_anchors, skipped)
     if int(neighbors.max()) >= returns.shape[0] or int(anchors.max()) >= returns.shape[0]:
         raise ValueError(
             f"neighbor/anchor indices must be < len(returns) = {returns.shape[0]}; "
             "search the same buffer whose returns are passed."
         )
 
+    spec = MINING_RULES[rule]
+    split = None
+    if spec.uses_split:
+        split = return_threshold(returns, quantile) if threshold is None else float(threshold)
+        if split is None:  # fewer than two distinct finite labels
+            return Triplets(empty, empty.clone(), empty.clone(), num_anchors, skipped, single_class=True)
+
     neighbors = neighbors.long()
     anchors = anchors.to(device=device, dtype=torch.int64)
-    returns = returns.detach().to(device=device, dtype=torch.float32)
-
+    safe = neighbors.clamp(min=0)  # padding rows are masked out by `valid`
     valid = (neighbors >= 0) & (neighbors != anchors[:, None])
-    neighbor_returns = returns[neighbors.clamp(min=0)]  # padding rows are masked out by `valid`
-    if rule == "threshold":
-        split = return_threshold(returns) if threshold is None else float(threshold)
-        pos_mask = valid & (neighbor_returns > split)
-        neg_mask = valid & (neighbor_returns <= split)
-    else:
-        anchor_returns = returns[anchors][:, None]
-        pos_mask = valid & (neighbor_returns > anchor_returns)
-        neg_mask = valid & (neighbor_returns < anchor_returns)
+    same_episode_fraction = float("nan")
+    excluded_fraction = 0.0
+    if episodes is not None:
+        episodes = episodes.to(device)
+        same = valid & (episodes[safe] == episodes[anchors][:, None])
+        n_valid = int(valid.sum())
+        same_episode_fraction = float(same.sum()) / n_valid if n_valid else float("nan")
+        if exclude_window != 0:
+            drop = same
+            if exclude_window > 0:
+                steps = steps.to(device)  # type: ignore[union-attr]
+                drop = same & ((steps[safe] - steps[anchors][:, None]).abs() <= exclude_window)
+            excluded_fraction = float(drop.sum()) / n_valid if n_valid else 0.0
+            valid = valid & ~drop
+    valid = valid & finite[safe] & finite[anchors][:, None]
+    pos_mask, neg_mask = spec.fn(returns[safe], returns[anchors][:, None], split)
+    pos_mask, neg_mask = pos_mask & valid, neg_mask & valid
 
     # argmax returns the first maximal entry, i.e. the nearest qualifying neighbour.
     keep = pos_mask.any(dim=1) & neg_mask.any(dim=1)
@@ -304,6 +383,9 @@ def mine_triplets(
         positive=neighbors[rows, pos_col[rows]],
         negative=neighbors[rows, neg_col[rows]],
         num_anchors=num_anchors,
+        skipped_nonfinite=skipped,
+        same_episode_fraction=same_episode_fraction,
+        excluded_fraction=excluded_fraction,
     )
 
 

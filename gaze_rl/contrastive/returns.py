@@ -1,14 +1,36 @@
-"""The return attached to each stored state: discounted return-to-go within its episode.
+"""The labels attached to stored states, and the registry of labels mining can use.
 
-The paper attaches an episode-level return to each state (public reviews); return-to-go is
-the natural per-state reading of that. PPO gets it from a finished rollout (the unfinished
-tail is bootstrapped with SB3's own value-based return); SAC gets it when an episode ends,
-from `EpisodeReturnTracker`.
+Every stored state carries its discounted return-to-go G_t, the discounted return of its
+whole episode (the same number for every state of the episode), its episode id and its
+step index (gaze_rl.contrastive.buffer). A *label* is computed from these at mining time:
+
+* ``to-go``: G_t (the natural per-state reading of the paper's "return of the state").
+  With a near-constant dense reward and fixed-length episodes it mostly measures time left
+  (issue 12: Spearman(G_t, t) = -0.89 on PushT-v1).
+* ``episode``: the episode's discounted return from its first state,
+  sum_{i<t} gamma^i r_i + gamma^t G_t, equal for every state of an episode: it says how
+  the episode went, not how much of it is left.
+* ``detrended``: G_t minus the mean G over the buffer's states at the same step index, so
+  that the part explained by time alone is removed.
+
+Episode ends and rollout tails, for both algorithms: an episode that ended (terminated *or*
+truncated by the time limit) is labelled with the rewards it collected, with no bootstrap:
+the label is what that episode returned. GazePPO's rollout tails (episodes still running
+when the rollout ends) are completed with the value network's V(s_T), the best estimate of
+what the episode will still collect; GazeSAC stores an episode only once it has ended, so
+it never bootstraps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
+import torch
+from torch import Tensor
+
+from gaze_rl.contrastive.buffer import FeatureBuffer
 
 Observation = np.ndarray | dict[str, np.ndarray]
 
@@ -33,12 +55,71 @@ def discounted_returns_to_go(
     return returns
 
 
-class EpisodeReturnTracker:
-    """Collects each env's observations and rewards until its episode ends, then hands back
-    the episode with its return-to-go (the off-policy route: a replay buffer stores no returns)."""
+@dataclass
+class StateLabels:
+    """What the buffer stores beside each state, flattened to one row per state."""
+
+    to_go: np.ndarray  # (n,) float32, discounted return-to-go
+    episode_return: np.ndarray  # (n,) float32, discounted return of the whole episode
+    episode: np.ndarray  # (n,) int64, episode id (unique across envs and resets)
+    step: np.ndarray  # (n,) int64, step index within the episode
+
+
+class EpisodeBook:
+    """Per-env episode id, step index and discounted reward so far, carried across rollouts
+    (an episode may span several PPO rollouts)."""
 
     def __init__(self, num_envs: int, gamma: float):
         self.gamma = gamma
+        self._next_id = 0
+        self.ids = self.new_ids(num_envs)
+        self.step = np.zeros(num_envs, dtype=np.int64)
+        self.past = np.zeros(num_envs, dtype=np.float64)  # sum_{i<t} gamma^i r_i
+
+    def new_ids(self, n: int) -> np.ndarray:
+        ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        self._next_id += n
+        return ids
+
+    def label_rollout(self, rewards: np.ndarray, starts: np.ndarray, to_go: np.ndarray) -> StateLabels:
+        """Labels of a (T, N) rollout, time first; rows flattened time-major as SB3's buffer.
+
+        :param rewards: (T, N) rewards.
+        :param starts: (T, N) True where observation t is the first of an episode.
+        :param to_go: (T, N) discounted returns-to-go (tails already bootstrapped).
+        """
+        T, N = rewards.shape
+        episode = np.empty((T, N), dtype=np.int64)
+        step = np.empty((T, N), dtype=np.int64)
+        past = np.empty((T, N), dtype=np.float64)
+        for t in range(T):
+            new = starts[t].astype(bool)
+            if new.any():
+                self.ids[new] = self.new_ids(int(new.sum()))
+                self.step[new], self.past[new] = 0, 0.0
+            episode[t], step[t], past[t] = self.ids, self.step, self.past
+            self.past += self.gamma ** self.step * rewards[t]
+            self.step += 1
+        episode_return = past + self.gamma ** step * to_go
+        return StateLabels(to_go.reshape(-1).astype(np.float32), episode_return.reshape(-1).astype(np.float32),
+                           episode.reshape(-1), step.reshape(-1))
+
+
+def episode_labels(rewards: np.ndarray, gamma: float, episode_id: int) -> StateLabels:
+    """Labels of one finished episode's (T,) rewards."""
+    to_go = discounted_returns_to_go(rewards.astype(np.float32)[:, None], np.zeros((len(rewards), 1), bool), gamma)[:, 0]
+    n = len(rewards)
+    return StateLabels(to_go, np.full(n, to_go[0], np.float32), np.full(n, episode_id, np.int64),
+                       np.arange(n, dtype=np.int64))
+
+
+class EpisodeReturnTracker:
+    """Collects each env's observations and rewards until its episode ends, then hands back
+    the episode with its labels (the off-policy route: a replay buffer stores no returns)."""
+
+    def __init__(self, num_envs: int, gamma: float):
+        self.gamma = gamma
+        self._next_id = 0
         self._obs: list[list[Observation]] = [[] for _ in range(num_envs)]
         self._rewards: list[list[float]] = [[] for _ in range(num_envs)]
 
@@ -55,22 +136,64 @@ class EpisodeReturnTracker:
 
     def record(
         self, obs: Observation, rewards: np.ndarray, dones: np.ndarray
-    ) -> list[tuple[Observation, np.ndarray]]:
+    ) -> list[tuple[Observation, StateLabels]]:
         """Adds one vec-env step (obs = the observations the actions were taken from: an array,
         or a dict of arrays, with the envs first).
 
-        Returns the episodes that ended at this step, each as (stacked observations, returns).
+        Returns the episodes that ended at this step, each as (stacked observations, labels).
         """
         finished = []
         for i, done in enumerate(dones):
             self._obs[i].append({k: v[i].copy() for k, v in obs.items()} if isinstance(obs, dict) else obs[i].copy())
             self._rewards[i].append(float(rewards[i]))
             if done:
-                episode_rewards = np.asarray(self._rewards[i], dtype=np.float32)[:, None]
-                episode_dones = np.zeros_like(episode_rewards, dtype=bool)
-                returns = discounted_returns_to_go(episode_rewards, episode_dones, self.gamma)[:, 0]
+                labels = episode_labels(np.asarray(self._rewards[i]), self.gamma, self._next_id)
+                self._next_id += 1
                 episode = self._obs[i]
                 stacked = {k: np.stack([o[k] for o in episode]) for k in obs} if isinstance(obs, dict) else np.stack(episode)
-                finished.append((stacked, returns))
+                finished.append((stacked, labels))
                 self._obs[i], self._rewards[i] = [], []
         return finished
+
+
+# A label turns the buffer's stored columns into the (N,) numbers mining splits on.
+LabelFn = Callable[["FeatureBuffer"], Tensor]
+
+
+def _to_go(buffer: FeatureBuffer) -> Tensor:
+    return buffer.returns
+
+
+def _episode(buffer: FeatureBuffer) -> Tensor:
+    return buffer.episode_returns
+
+
+def _detrended(buffer: FeatureBuffer) -> Tensor:
+    # G_t minus the mean G of the buffer's finite states at the same step index.
+    to_go, steps = buffer.returns, buffer.steps
+    finite = torch.isfinite(to_go)
+    sums = torch.zeros(int(steps.max()) + 1, device=to_go.device).index_add_(0, steps, torch.where(finite, to_go, 0.0))
+    counts = torch.zeros_like(sums).index_add_(0, steps, finite.float())
+    return to_go - sums[steps] / counts[steps].clamp_min(1.0)
+
+
+@dataclass(frozen=True)
+class ReturnLabel:
+    fn: LabelFn
+    help: str
+
+
+RETURN_LABELS: dict[str, ReturnLabel] = {
+    "to-go": ReturnLabel(_to_go, "discounted return-to-go G_t"),
+    "episode": ReturnLabel(_episode, "discounted return of the whole episode, the same for all its states"),
+    "detrended": ReturnLabel(_detrended, "G_t minus the buffer's mean G at the same step index"),
+}
+
+
+def buffer_labels(buffer: FeatureBuffer, label: str) -> Tensor:
+    """The (len(buffer),) float32 labels named `label` (a key of RETURN_LABELS)."""
+    if label not in RETURN_LABELS:
+        raise ValueError(f"unknown return label {label!r}; choose one of {', '.join(RETURN_LABELS)}")
+    if len(buffer) == 0:
+        return buffer.returns
+    return RETURN_LABELS[label].fn(buffer)

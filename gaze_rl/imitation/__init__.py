@@ -2,12 +2,13 @@
 
 - demos.py: demonstrations from ManiSkill3's motion planners (or a ManiSkill trajectory file),
   re-rendered in the RL env with segmentation on the side;
-- envs.py: that env (the RL observation stack plus a segmentation tap) and camera projection;
 - saliency.py: oracle saliency from segmentation, user heatmaps, temporal aggregation, mapping to
   the feature grid;
 - objectives.py: gaze-KL (gaze-regularised VLAs) and saliency-MSE (AutoFocus-IL), or none;
 - bc.py: the behaviour-cloning trainer; checkpoint.py: what `gaze-rl train --init-from` loads;
-- metrics.py: attention-on-target.
+
+The segmented env, the task-relevant actors and attention-on-target live in gaze_rl.segmentation
+(also used by eval, analyze and RL training).
 
 Modules import ManiSkill lazily; import what you need from the submodules.
 """

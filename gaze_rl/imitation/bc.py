@@ -44,15 +44,15 @@ from gaze_rl.config import PretrainConfig, TrainConfig
 from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.imitation.checkpoint import save_pretrained, train_architecture
 from gaze_rl.imitation.demos import DemoSet, load_demos
-from gaze_rl.imitation.envs import make_segmented_env
-from gaze_rl.imitation.metrics import (
-    AttentionOnTargetMeter, attention_on_target, policy_extractor, resolve_metric_mode,
-)
-from gaze_rl.imitation.objectives import AttentionObjective, policy_attention
+from gaze_rl.imitation.objectives import AttentionObjective
 from gaze_rl.imitation.saliency import (
-    TASK_TARGETS, HeatmapSaliency, OracleSaliency, SaliencySource, coverage_grid, grid_distribution,
-    temporal_aggregate,
+    HeatmapSaliency, OracleSaliency, SaliencySource, grid_distribution, temporal_aggregate,
 )
+from gaze_rl.segmentation.envs import make_segmented_env
+from gaze_rl.segmentation.on_target import (
+    AttentionOnTargetMeter, attention_on_target, policy_attention, policy_extractor, resolve_metric_mode,
+)
+from gaze_rl.segmentation.targets import TASK_TARGETS, coverage_grid
 from gaze_rl.nets.attention import GaussianGaze
 from gaze_rl.nets.extractor import METHOD_ATTENTION
 from gaze_rl.visualize import overlay
@@ -255,7 +255,7 @@ def validate(cfg: PretrainConfig) -> DemoSet:
         raise ValueError(f"learning_rate must be > 0 (got {cfg.learning_rate})")
     if cfg.max_episode_steps is not None and cfg.max_episode_steps < 1:
         raise ValueError(f"max_episode_steps must be >= 1 (got {cfg.max_episode_steps})")
-    if cfg.method in ("foveal", "gaze"):
+    if METHOD_ATTENTION[cfg.method] == "gaussian":
         GaussianGaze(1, 2, 2, **cfg.gaze.as_kwargs())  # raises on bad gaze options
     if cfg.objective != "none" and cfg.attention == "map" and METHOD_ATTENTION[cfg.method] == "none":
         raise ValueError(
@@ -397,7 +397,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                 logger.record("attention/saliency_vs_attention", Image(np.concatenate(rows, axis=0), "HWC"),
                               exclude=("stdout", "log", "json", "csv"))
             if env is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-                meter = AttentionOnTargetMeter(model, oracle, metric_mode, cfg.beta) if oracle is not None else None
+                meter = AttentionOnTargetMeter(model, oracle.targets, metric_mode, cfg.beta) if oracle is not None else None
                 last_eval = run_episodes(model, env, cfg.eval_episodes, cfg.eval_seed, meter)
                 row = {"step": step, **{k: last_eval.get(k, float("nan")) for k in EVAL_COLUMNS[1:8]},
                        "bc_loss": float(loss_bc.detach()), "objective_loss": float(loss_obj.detach()),

@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 
 from gaze_rl.config import DemosConfig
-from gaze_rl.imitation.envs import Frame, make_segmented_env, segmentation_names
+from gaze_rl.segmentation.envs import Frame, make_segmented_env, segmentation_names
 
 FORMAT = "gaze_rl.demos/1"
 DEFAULT_NUM = 10  # demonstrations generated when --num is not given

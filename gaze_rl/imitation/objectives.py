@@ -21,25 +21,15 @@ The policy's attention (`PolicyAttention`), our choice where the papers have no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gaze_rl.nets.attention import NoAttention
 from gaze_rl.nets.extractor import GazeExtractor
+from gaze_rl.segmentation.on_target import ATTENTION_MODES, PolicyAttention, has_attention_map, policy_attention
 
 OBJECTIVES = ("none", "gaze-kl", "saliency-mse")
-ATTENTION_MODES = ("auto", "map", "features")
 DEFAULT_WEIGHTS = {"none": 0.0, "gaze-kl": 0.01, "saliency-mse": 10.0}
 _TINY = 1e-12
-
-
-def feature_attention(features: Tensor, beta: float) -> Tensor:
-    """`softmax_hw(sum_c |z_c| / beta)`: (B, C, h, w) -> (B, h, w), each map sums to 1."""
-    energy = features.abs().sum(dim=1) / beta
-    return torch.softmax(energy.flatten(1), dim=1).view_as(energy)
 
 
 def batch_minmax(maps: Tensor) -> Tensor:
@@ -68,25 +58,6 @@ def saliency_mse(grid: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(saliency_map(grid, tuple(target.shape[-2:])), target)
 
 
-@dataclass
-class PolicyAttention:
-    """The policy's spatial attention for a batch of observations.
-
-    :param grid: (B, h, w) attention over feature-grid cells, summing to 1.
-    :param weights: (B, h, w) the attention module's own map (for pictures); None for "features".
-    :param params: Gaussian gaze parameters (methods foveal / gaze), else None.
-    """
-
-    grid: Tensor
-    weights: Tensor | None
-    params: object | None
-
-
-def has_attention_map(extractor: object) -> bool:
-    """True when the policy's extractor has a spatial attention map of its own (patch, gaze)."""
-    return isinstance(extractor, GazeExtractor) and not isinstance(extractor.attention, NoAttention)
-
-
 def resolve_attention_mode(extractor: object, objective: str, mode: str) -> str:
     """"map" or "features" for an objective and a policy; raises when the policy lacks it."""
     if mode not in ATTENTION_MODES:
@@ -104,17 +75,6 @@ def resolve_attention_mode(extractor: object, objective: str, mode: str) -> str:
             "CNN has none: use --attention features (softmax over its feature map) or --attention auto"
         )
     return mode
-
-
-def policy_attention(extractor: GazeExtractor, observations: dict[str, Tensor], mode: str, beta: float) -> PolicyAttention:
-    """The policy's attention for preprocessed observations (`mode` "map" or "features")."""
-    out = extractor.attend(observations)
-    if mode == "map":
-        weights = out.weights
-        grid = weights / weights.flatten(1).sum(dim=1).clamp_min(_TINY)[:, None, None]
-        return PolicyAttention(grid=grid, weights=weights, params=out.params)
-    return PolicyAttention(grid=feature_attention(out.features, beta),
-                           weights=out.weights if has_attention_map(extractor) else None, params=out.params)
 
 
 class AttentionObjective:

@@ -21,15 +21,16 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim, is_ima
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
 
+from gaze_rl.methods import METHODS as METHOD_TABLE
+from gaze_rl.methods import method_spec
 from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, NoAttention, make_attention
 from gaze_rl.nets.encoders import checked_map_shape, fitting_backbone, make_backbone
 from gaze_rl.nets.levels import energy, fuse_levels, layer_outputs, layer_shapes, pool_to_grid
 from gaze_rl.nets.pruning import check_prune_source, check_top_k, prune_cells, pruned_features_dim
 
-# Method name -> attention kind inside the extractor. "gaze" is "foveal" plus the
-# return-guided contrastive loss, which lives in the algorithm (GazePPO / GazeSAC).
-METHOD_ATTENTION = {"baseline": "none", "patch": "patch", "foveal": "gaussian", "gaze": "gaussian"}
-METHODS = tuple(METHOD_ATTENTION)
+# Method name -> attention kind inside the extractor, from the method table. "gaze" is
+# "foveal" plus the return-guided contrastive loss, which lives in GazePPO / GazeSAC.
+METHOD_ATTENTION = {name: spec.attention for name, spec in METHOD_TABLE.items()}
 
 
 class GazeExtractor(BaseFeaturesExtractor):
@@ -205,11 +206,13 @@ def gaze_policy_kwargs(
 ) -> dict[str, Any]:
     """`policy_kwargs` that put a GazeExtractor into any SB3 policy.
 
-    `method` is one of METHODS. "gaze" builds the same network as "foveal": its contrastive
-    loss (and whether RL gradients reach the gaze head) belongs to GazePPO / GazeSAC.
+    `method` is a name of gaze_rl.methods.METHODS. "gaze" builds the same network as "foveal":
+    its contrastive loss (and whether RL gradients reach the gaze head) belongs to GazePPO /
+    GazeSAC. "gaze-frozen" stops RL gradients at the gaze map, so the gaze keeps its initial vignette.
     """
-    if method not in METHOD_ATTENTION:
-        raise ValueError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
-    kwargs = dict(backbone=backbone, attention=METHOD_ATTENTION[method], attention_kwargs=attention_kwargs or {})
+    spec = method_spec(method)
+    kwargs: dict[str, Any] = dict(backbone=backbone, attention=spec.attention, attention_kwargs=attention_kwargs or {})
+    if spec.gaze_trained_by == "nothing":
+        kwargs["detach_attention"] = True
     kwargs.update(extractor_kwargs)
     return dict(features_extractor_class=GazeExtractor, features_extractor_kwargs=kwargs)

@@ -1,0 +1,67 @@
+"""The method table: every method name gaze_rl knows, and what it builds.
+
+One entry per method. The CLI choices (`--method`), the config types, `gaze_policy_kwargs`
+and the algorithms' defaults all read this table, so a new method is one entry here plus
+whatever code its flags switch on. Kept free of torch / SB3 imports so that the CLI can
+read it without loading them.
+
+Columns:
+- `attention`: kind of attention inside the extractor ("none", "patch", "gaussian"; see
+  gaze_rl.nets.attention).
+- `contrastive`: whether the return-guided contrastive loss runs (GazePPO / GazeSAC).
+- `gaze_trained_by`: who moves the gaze head: "rl" (RL gradients), "contrastive" (the
+  contrastive loss only, the paper's split), "nothing" (frozen at its initial vignette), or
+  "-" when there is no gaze head.
+- `shuffled_returns`: control: the contrastive loss sees the buffer's return labels randomly
+  permuted, so any gain it brings cannot come from the return signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What one method builds (see the module docstring for the columns)."""
+
+    attention: Literal["none", "patch", "gaussian"]
+    contrastive: bool
+    gaze_trained_by: Literal["rl", "contrastive", "nothing", "-"]
+    help: str
+    shuffled_returns: bool = False
+
+    @property
+    def detach_attention(self) -> bool:
+        """RL gradients stop at the attention map unless RL is what trains it."""
+        return self.gaze_trained_by in ("contrastive", "nothing")
+
+
+METHODS: dict[str, MethodSpec] = {
+    "baseline": MethodSpec("none", False, "-", "plain CNN"),
+    "patch": MethodSpec("patch", False, "rl", "per-cell softmax attention trained by RL"),
+    "foveal": MethodSpec("gaussian", False, "rl", "Gaussian gaze trained by RL"),
+    "gaze": MethodSpec("gaussian", True, "contrastive",
+                       "Gaussian gaze trained by return-guided contrastive learning (the paper)"),
+    "gaze-shuffled": MethodSpec("gaussian", True, "contrastive",
+                                "control: gaze with the return labels randomly permuted", shuffled_returns=True),
+    "gaze-frozen": MethodSpec("gaussian", False, "nothing", "control: Gaussian gaze frozen at its initial vignette"),
+}
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+
+# The CLI's `--method` type; built from the table so the choices cannot drift from it.
+MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The table entry of `name`; a ValueError naming the valid choices otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; valid choices: {', '.join(METHOD_NAMES)}") from None
+
+
+def methods_help() -> str:
+    """One line per method, for `--help` and the README."""
+    return "; ".join(f"{name}: {spec.help}" for name, spec in METHODS.items())

@@ -1,0 +1,218 @@
+"""Attention-on-target: the fraction of the policy's attention mass that falls on the
+task-relevant segmentation.
+
+For one observation: `aot = sum_cells a_cell * coverage_cell`, with a the policy's attention
+over feature-grid cells (summing to 1; `PolicyAttention`: the gaze / patch map, or the feature
+softmax `softmax_hw(sum_c |z_c| / beta)`, the baseline's energy map) and coverage the fraction of each cell's pixels that belong
+to a task-relevant actor (a hidden goal counts as a disc of radius sigma around its projection).
+Attention spread uniformly scores `chance` = the fraction of the image covered by targets;
+`lift` = aot / chance (1 = no better than uniform). With a 4x4 grid (64 px images) a cell is
+16x16 px, so even attention on the right cell scores well below 1 for small objects: compare
+methods by the same grid, and by lift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from stable_baselines3.common.preprocessing import preprocess_obs
+
+from gaze_rl.nets.attention import NoAttention
+from gaze_rl.nets.extractor import GazeExtractor
+from gaze_rl.segmentation.targets import TaskTargets, coverage_grid
+
+ATTENTION_MODES = ("auto", "map", "features")
+_TINY = 1e-12
+
+
+def feature_attention(features: Tensor, beta: float) -> Tensor:
+    """`softmax_hw(sum_c |z_c| / beta)`: (B, C, h, w) -> (B, h, w), each map sums to 1."""
+    energy = features.abs().sum(dim=1) / beta
+    return torch.softmax(energy.flatten(1), dim=1).view_as(energy)
+
+
+@dataclass
+class PolicyAttention:
+    """The policy's spatial attention for a batch of observations.
+
+    :param grid: (B, h, w) attention over feature-grid cells, summing to 1.
+    :param weights: (B, h, w) the attention module's own map (for pictures); None for "features".
+    :param params: Gaussian gaze parameters (methods foveal / gaze), else None.
+    """
+
+    grid: Tensor
+    weights: Tensor | None
+    params: object | None
+
+
+def has_attention_map(extractor: object) -> bool:
+    """True when the policy's extractor has a spatial attention map of its own (patch, gaze)."""
+    return isinstance(extractor, GazeExtractor) and not isinstance(extractor.attention, NoAttention)
+
+
+def policy_attention(extractor: GazeExtractor, observations: dict[str, Tensor], mode: str, beta: float) -> PolicyAttention:
+    """The policy's attention for preprocessed observations (`mode` "map" or "features")."""
+    out = extractor.attend(observations)
+    if mode == "map":
+        weights = out.weights
+        grid = weights / weights.flatten(1).sum(dim=1).clamp_min(_TINY)[:, None, None]
+        return PolicyAttention(grid=grid, weights=weights, params=out.params)
+    return PolicyAttention(grid=feature_attention(out.features, beta),
+                           weights=out.weights if has_attention_map(extractor) else None, params=out.params)
+
+
+
+def attention_on_target(attention: np.ndarray | torch.Tensor, coverage: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Per-sample `sum a * coverage` for (B, h, w) attention (sum 1) and (B, h, w) coverage."""
+    a = torch.as_tensor(attention, dtype=torch.float64)
+    c = torch.as_tensor(coverage, dtype=torch.float64, device=a.device)
+    return (a * c).flatten(1).sum(dim=1).cpu().numpy()
+
+
+def policy_extractor(model: Any) -> Any:
+    """The features extractor of an SB3 model's policy (PPO: policy's; SAC: the actor's)."""
+    policy = model.policy if hasattr(model, "policy") else model
+    extractor = getattr(policy, "features_extractor", None)
+    if extractor is None and hasattr(policy, "actor"):
+        extractor = policy.actor.features_extractor
+    return extractor
+
+
+def resolve_metric_mode(extractor: Any, mode: str) -> str:
+    """"map" when the policy has an attention map (for "auto"), else "features"."""
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"unknown attention mode {mode!r}; valid choices: {', '.join(ATTENTION_MODES)}")
+    if not hasattr(extractor, "attend"):
+        raise ValueError(f"attention-on-target needs gaze_rl's GazeExtractor (got {type(extractor).__name__})")
+    if mode == "auto":
+        return "map" if has_attention_map(extractor) else "features"
+    if mode == "map" and not has_attention_map(extractor):
+        raise ValueError("the baseline CNN has no attention map; use --attention features or auto")
+    return mode
+
+
+@torch.no_grad()
+def policy_attention_on_target(model: Any, observations: dict[str, np.ndarray], masks: np.ndarray, mode: str,
+                               beta: float = 50.0) -> np.ndarray:
+    """Per-observation attention-on-target of an SB3 model's policy for raw vec-env observations
+    and their (B, H, W) bool target masks; `mode` "map" or "features" (resolved)."""
+    policy = model.policy
+    obs_tensor, _ = policy.obs_to_tensor(observations)
+    obs_tensor = preprocess_obs(obs_tensor, policy.observation_space, normalize_images=True)
+    attention = policy_attention(policy_extractor(model), obs_tensor, mode, beta).grid
+    return attention_on_target(attention, coverage_grid(masks, *attention.shape[-2:]))
+
+
+@dataclass
+class AttentionOnTargetMeter:
+    """Accumulates attention-on-target over observations of a segmented env (gaze_rl.segmentation.envs).
+
+    :param model: an SB3 model (GazePPO / GazeSAC / a pretrained policy's model).
+    :param targets: finds the task-relevant pixels of each frame.
+    :param mode: "auto", "map" or "features" (see objectives).
+    :param beta: feature-softmax temperature for "features".
+    """
+
+    model: Any
+    targets: TaskTargets
+    mode: str = "auto"
+    beta: float = 50.0
+    values: list[float] = field(default_factory=list)
+    chances: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.extractor = policy_extractor(self.model)
+        self.mode = resolve_metric_mode(self.extractor, self.mode)
+
+    def observe(self, observations: dict[str, np.ndarray], frames: list[Any]) -> np.ndarray:
+        """Adds the attention-on-target of a batch of vec-env observations; `frames` are the
+        envs' `frame` attributes (SegmentationTap) for those observations. Returns the values."""
+        masks = np.stack([self.targets.frame_mask(frame) for frame in frames])
+        values = policy_attention_on_target(self.model, observations, masks, self.mode, self.beta)
+        self.values.extend(values.tolist())
+        self.chances.extend(masks.mean(axis=(1, 2)).tolist())
+        return values
+
+    def summary(self) -> dict[str, float]:
+        """Mean attention-on-target, the uniform-attention chance level and their ratio."""
+        if not self.values:
+            return {}
+        aot, chance = float(np.mean(self.values)), float(np.mean(self.chances))
+        return {"attention_on_target": aot, "attention_on_target_chance": chance,
+                "attention_on_target_lift": aot / chance if chance > 0 else float("nan"),
+                "attention_mode": self.mode}
+
+
+def segmented_eval_env(model: Any, spec: Any, actors: tuple[str, ...] | None = None, seed: int | None = None,
+                       mode: str = "auto", beta: float = 50.0) -> tuple[Any, AttentionOnTargetMeter]:
+    """`gaze-rl eval --attention-on-target`: the env of an EnvSpec (one CPU env, channel-first, the
+    same observations as make_vec_env) with segmentation on the side, and a meter for `model`."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecTransposeImage
+
+    from gaze_rl.segmentation.envs import make_segmented_env, segmentation_names
+    from gaze_rl.segmentation.targets import task_targets
+
+    task_targets(spec.env_id, actors)  # raises before any env starts when the task has no defaults
+    resolve_metric_mode(policy_extractor(model), mode)
+    env = VecTransposeImage(DummyVecEnv([lambda: make_segmented_env(
+        spec.env_id, image_size=spec.image_size, control_mode=spec.control_mode,
+        include_state=spec.obs_mode == "rgb+state", ignore_terminations=spec.ignore_terminations,
+        reward_scale=spec.reward_scale, env_kwargs=spec.env_kwargs, variant=getattr(spec, "variant", "none"),
+        render_quality=getattr(spec, "render_quality", "auto"))]))
+    try:
+        base = env.get_attr("unwrapped")[0]
+        targets = TaskTargets(spec.env_id, segmentation_names(base), list(base.scene.actors), actors=actors)
+        meter = AttentionOnTargetMeter(model, targets, mode, beta)
+    except BaseException:
+        env.close()
+        raise
+    if seed is not None:
+        env.seed(seed)
+    return env, meter
+
+
+@dataclass
+class ProbeSet:
+    """A fixed set of observations (as the policy sees them) with their task-relevant masks, so
+    that attention-on-target measured during training compares the same frames over time."""
+
+    observations: dict[str, np.ndarray]  # (n, ...) each
+    masks: np.ndarray  # (n, H, W) bool
+
+    @property
+    def chance(self) -> float:
+        """Attention-on-target of uniform attention: the fraction of pixels on the targets."""
+        return float(self.masks.mean())
+
+    def measure(self, model: Any, mode: str = "auto", beta: float = 50.0) -> dict[str, float]:
+        """Mean attention-on-target of `model`'s policy on the probe frames, its chance and lift."""
+        mode = resolve_metric_mode(policy_extractor(model), mode)
+        aot = float(policy_attention_on_target(model, self.observations, self.masks, mode, beta).mean())
+        return {"attention_on_target": aot, "attention_on_target_chance": self.chance,
+                "attention_on_target_lift": aot / self.chance if self.chance > 0 else float("nan")}
+
+
+def collect_probe_set(model: Any, spec: Any, frames: int, seed: int, actors: tuple[str, ...] | None = None) -> ProbeSet:
+    """`frames` observations of the task of an EnvSpec under uniformly random actions, from a
+    seeded segmented env (gaze_rl.segmentation.envs), with their target masks."""
+    if frames < 1:
+        raise ValueError(f"a probe set needs >= 1 frames (got {frames})")
+    env, meter = segmented_eval_env(model, spec, actors, seed=seed)
+    rng = np.random.default_rng(seed)
+    observations: list[dict[str, np.ndarray]] = []
+    masks = []
+    try:
+        obs = env.reset()
+        space = env.action_space
+        for _ in range(frames):
+            observations.append({k: v[0].copy() for k, v in obs.items()})
+            masks.append(meter.targets.frame_mask(env.get_attr("frame")[0]))
+            action = rng.uniform(space.low, space.high).astype(space.dtype)
+            obs, _, _, _ = env.step(action[None])
+    finally:
+        env.close()
+    return ProbeSet({k: np.stack([o[k] for o in observations]) for k in observations[0]}, np.stack(masks))
