@@ -274,9 +274,10 @@ def on_target_probe(cfg: TrainConfig, spec: EnvSpec, model: BaseAlgorithm) -> At
     return AttentionOnTargetProbe(probe, cfg.on_target_every)
 
 
-def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm, spec: EnvSpec) -> Path:
+def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm, spec: EnvSpec | None = None) -> Path:
     """Trains `model` up to cfg.total_timesteps, logging into run_dir; saves checkpoints, the
-    final model, a learning-curve plot and a summary. Raises TrainingInterrupted on Ctrl-C."""
+    final model, a learning-curve plot and a summary. Raises TrainingInterrupted on Ctrl-C.
+    `spec` (the EnvSpec `env` was built from) enables the attention-on-target probe."""
     checkpoints = run_dir / "checkpoints"
     try:
         model.set_logger(make_logger(run_dir, cfg.verbose))
@@ -284,7 +285,7 @@ def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm, sp
         checkpoint = AtomicCheckpoint(checkpoints, cfg.checkpoint_every or cfg.total_timesteps,
                                       lambda: curve.rows_written, keep=cfg.keep_checkpoints)
         progress = ProgressReport(cfg.total_timesteps, curve) if cfg.progress_bar else None
-        probe = on_target_probe(cfg, spec, model)
+        probe = on_target_probe(cfg, spec, model) if spec is not None else None
         callbacks = [curve, GazeImageLogger(cfg.gaze_image_every), NonFiniteGuard(), checkpoint,
                      *([progress] if progress else []), *([probe] if probe else [])]
         remaining = cfg.total_timesteps - model.num_timesteps
