@@ -30,6 +30,7 @@ import numpy as np
 
 from gaze_rl.config import BenchConfig
 from gaze_rl.curves import CURVE_METRICS, band, efficiency_ratio, normalised_auc, on_grid, read_curve, steps_to_reach
+from gaze_rl.methods import split_arm
 from gaze_rl.presets import read_experiments_toml
 
 CURVE_CSV_COLUMNS = ("method", "algo", "env", "seed", "step", "return", "success_once", "success_at_end", "wall_s")
@@ -78,8 +79,9 @@ def run_settings(spec: RunSpec, cfg: BenchConfig) -> dict[str, Any]:
 
 def train_args(spec: RunSpec, cfg: BenchConfig) -> list[str]:
     """`gaze-rl` arguments of one run, without its directory (the machine that runs it picks that)."""
-    args = ["train", "--env-id", spec.env, "--algo", spec.algo, "--method", spec.method, "--seed", str(spec.seed),
-            "--overwrite", "--no-progress-bar"]  # --overwrite only ever replaces an unfinished run
+    method, augment = split_arm(spec.method)
+    args = ["train", "--env-id", spec.env, "--algo", spec.algo, "--method", method, "--augment", augment,
+            "--seed", str(spec.seed), "--overwrite", "--no-progress-bar"]  # --overwrite only ever replaces an unfinished run
     for key, value in run_settings(spec, cfg).items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     return args

@@ -8,7 +8,7 @@ from typing import Literal
 
 from gaze_rl.contrastive.learner import ContrastiveConfig
 from gaze_rl.envs.factory import ObsMode, RenderQuality, SimBackend
-from gaze_rl.methods import MethodName
+from gaze_rl.methods import BenchArm, MethodName
 
 
 @dataclass
@@ -55,6 +55,8 @@ class TrainConfig:
     """Train on a visual variant of the task: 'clutter' (random visual distractors) or 'lighting'."""
     render_quality: RenderQuality = "auto"
     """'fast': level-of-detail meshes + a cheap vertex shader (~6-8x faster CPU rendering, real frames); 'full': stock ManiSkill; 'auto': fast on the CPU renderer, full on a GPU."""
+    augment: Literal["none", "shift"] = "none"
+    """Image augmentation of the RL update, for every method: 'shift' = DrQ/RAD random shift (pad 4 px, random crop back); the policy still acts on the true frame."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Torch device of the networks."""
     backbone: Literal["auto", "nature", "plain"] = "auto"
@@ -173,8 +175,8 @@ class BenchConfig:
     """Budget and env settings from experiments/bench.toml."""
     envs: tuple[str, ...] = ("PushT-v1", "PokeCube-v1")
     """Tasks."""
-    methods: tuple[MethodName, ...] = ("baseline", "gaze")
-    """Methods (baseline is the reference of the efficiency ratio)."""
+    methods: tuple[BenchArm, ...] = ("baseline", "gaze")
+    """Methods, each optionally with an image augmentation ("gaze+shift" = --method gaze --augment shift); baseline is the reference of the efficiency ratio."""
     algos: tuple[Literal["ppo", "sac"], ...] = ("ppo",)
     """Algorithms."""
     seeds: tuple[int, ...] = (0, 1, 2)

@@ -54,6 +54,23 @@ METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 
 
+# Image augmentations of the RL update (gaze_rl.nets.augment), an option of every method: the
+# reviewers' baseline is `baseline+shift` (DrQ / RAD random shift).
+AUGMENTS: tuple[str, ...] = ("none", "shift")
+# `gaze-rl bench --methods` takes a method or "<method>+<augment>", e.g. "gaze+shift".
+BENCH_ARMS: tuple[str, ...] = METHOD_NAMES + tuple(f"{m}+{a}" for m in METHOD_NAMES for a in AUGMENTS if a != "none")
+BenchArm = Literal[BENCH_ARMS]  # type: ignore[valid-type]
+
+
+def split_arm(arm: str) -> tuple[str, str]:
+    """"gaze+shift" -> ("gaze", "shift"); "gaze" -> ("gaze", "none")."""
+    method, _, augment = arm.partition("+")
+    method_spec(method)
+    if (augment or "none") not in AUGMENTS:
+        raise ValueError(f"unknown augment {augment!r} in {arm!r}; valid choices: {', '.join(AUGMENTS)}")
+    return method, augment or "none"
+
+
 def method_spec(name: str) -> MethodSpec:
     """The table entry of `name`; a ValueError naming the valid choices otherwise."""
     try:

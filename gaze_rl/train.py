@@ -130,9 +130,11 @@ def build_model(cfg: TrainConfig, env: VecEnv, preset: Preset, device: str) -> B
     spec = method_spec(cfg.method)
     backbone = backbone_for(cfg)
     attention_kwargs = cfg.gaze.as_kwargs() if spec.attention == "gaussian" else {}
-    deepvision = {} if cfg.prune_top_k is None and not cfg.multi_level else dict(
+    options = {} if cfg.prune_top_k is None and not cfg.multi_level else dict(
         prune_top_k=cfg.prune_top_k, prune_source=cfg.prune_source, multi_level=cfg.multi_level)
-    policy_kwargs = {**preset.policy, **gaze_policy_kwargs(cfg.method, backbone, attention_kwargs, **deepvision)}
+    if cfg.augment != "none":
+        options["augment"] = cfg.augment
+    policy_kwargs = {**preset.policy, **gaze_policy_kwargs(cfg.method, backbone, attention_kwargs, **options)}
     contrastive = None
     if spec.contrastive:
         contrastive = dataclasses.replace(cfg.contrastive, shuffle_labels=spec.shuffled_returns)

@@ -35,3 +35,34 @@ def test_make_augment_names_the_choices():
         make_augment("crop")
     with pytest.raises(ValueError, match="pad must be >= 1"):
         RandomShift(0)
+
+
+def test_extractor_shifts_only_in_training_mode():
+    from gaze_rl.nets.extractor import GazeExtractor
+    from net_inputs import batch, dict_space
+
+    space = dict_space(64)
+    torch.manual_seed(0)
+    shifted = GazeExtractor(space, backbone="nature", attention="gaussian", augment="shift")
+    torch.manual_seed(0)
+    plain = GazeExtractor(space, backbone="nature", attention="gaussian")
+    obs = batch(space, n=8)
+    assert shifted.state_dict().keys() == plain.state_dict().keys()  # no parameters of its own
+    shifted.eval(), plain.eval()
+    assert torch.equal(shifted(obs), plain(obs))  # acting: the true frame
+    shifted.train()
+    first, second = shifted(obs), shifted(obs)
+    assert not torch.equal(first, second)  # training: a new shift per forward and image
+
+
+def test_bench_arm_with_an_augment_trains_the_method_with_it():
+    from gaze_rl.bench import RunSpec, train_args
+    from gaze_rl.config import BenchConfig
+    from gaze_rl.methods import split_arm
+
+    args = train_args(RunSpec("PushCube-v1", "ppo", "gaze+shift", 0), BenchConfig())
+    assert args[args.index("--method") + 1] == "gaze" and args[args.index("--augment") + 1] == "shift"
+    args = train_args(RunSpec("PushCube-v1", "ppo", "baseline", 0), BenchConfig())
+    assert args[args.index("--augment") + 1] == "none"
+    with pytest.raises(ValueError, match="unknown augment"):
+        split_arm("gaze+crop")

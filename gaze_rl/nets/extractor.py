@@ -23,6 +23,7 @@ from torch import nn
 
 from gaze_rl.methods import METHODS as METHOD_TABLE
 from gaze_rl.methods import method_spec
+from gaze_rl.nets.augment import make_augment
 from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, NoAttention, make_attention
 from gaze_rl.nets.encoders import checked_map_shape, fitting_backbone, make_backbone
 from gaze_rl.nets.levels import energy, fuse_levels, layer_outputs, layer_shapes, pool_to_grid
@@ -63,6 +64,8 @@ class GazeExtractor(BaseFeaturesExtractor):
         weighted by the same attention map, with the attended last map.
     :param normalized_image: images are already floats (policy `normalize_images=False`): skip
         the uint8 / [0, 255] checks, as SB3's NatureCNN does. GazePPO / GazeSAC set it for you.
+    :param augment: image augmentation applied in training mode only ("none" or "shift": DrQ /
+        RAD random shift, gaze_rl.nets.augment); SB3 trains in training mode and acts in eval mode.
     :param features_dim: SB3's NatureCNN name for `image_features`, and `cnn_output_dim` is
         CombinedExtractor's: SB3 users' `CnnPolicy` / `MultiInputPolicy` kwargs carry over.
     """
@@ -81,6 +84,7 @@ class GazeExtractor(BaseFeaturesExtractor):
         prune_source: str = "attention",
         multi_level: bool = False,
         normalized_image: bool = False,
+        augment: str = "none",
         features_dim: int | None = None,
         cnn_output_dim: int | None = None,
     ):
@@ -96,6 +100,7 @@ class GazeExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, 1)  # the width is known once every part is built
 
         self.detach_attention = detach_attention
+        self.augment = make_augment(augment)
         min_side = 1 if attention == "none" else 2
         if backbone == "auto":
             backbone = fitting_backbone(in_channels, height, width, min_side)
@@ -143,10 +148,11 @@ class GazeExtractor(BaseFeaturesExtractor):
         return self.attention(self.feature_map(observations))
 
     def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        image = self.augment(self.image(observations))
         if self.multi_level or (self.prune_top_k is not None and self.prune_source == "shallow"):
-            levels = layer_outputs(self.backbone, self.image(observations))
+            levels = layer_outputs(self.backbone, image)
         else:
-            levels = [self.feature_map(observations)]
+            levels = [self.backbone(image)]
         fmap = levels[-1]
         if self.detach_attention:
             weights = self.attention(fmap.detach()).weights.detach()
