@@ -35,8 +35,12 @@ def curve_rows(run_dir: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_ppo_gaze_pusht_trains_and_evaluates(tmp_path, capsys):
     run = tmp_path / "ppo"
+    # 6 episodes are too few for the default episode label with own-episode exclusion to find a
+    # triplet (each anchor's neighbours then fall in one class): return-to-go without exclusion
+    # exercises the triplet path and its metrics from the first rollout.
     train(run, "--env-id", "PushT-v1", "--algo", "ppo", "--method", "gaze", "--total-timesteps", "512",
-          "--num-envs", "2", "--gaze-image-every", "200")
+          "--num-envs", "2", "--gaze-image-every", "200", "--contrastive.label", "to-go",
+          "--contrastive.exclude-window", "0")
     for name in RUN_FILES:
         assert (run / name).is_file(), name
     rows = curve_rows(run)
