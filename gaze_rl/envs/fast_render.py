@@ -3,7 +3,7 @@
 On a CPU, SAPIEN renders through Mesa's lavapipe, and a 64 px frame of a ManiSkill3 task costs
 ~30-40 ms, almost all of it vertex work: ~155k triangles per frame (the Panda's visual meshes
 ~128k, the ground a 100x100 grid) through a vertex shader that inverts a 4x4 matrix and builds
-a tangent frame per vertex. Pixels barely matter. Two changes cut it ~6-8x with real frames:
+a tangent frame per vertex. Pixels barely matter. Two changes cut it ~5-8x with real frames:
 
 1. **Level-of-detail meshes.** After every reconfigure, for every sub-scene, each render body
    with a shape of >= `MIN_TRIANGLES` triangles gets a copy of its meshes simplified by vertex
