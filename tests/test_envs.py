@@ -347,20 +347,13 @@ def test_pusht_two_processes(pusht_rollout):
 
 
 def make_batched(env_id: str = "PushT-v1", reward_scale: float = 0.1) -> ManiSkillBatchedVecEnv:
-    import gymnasium as gym
-    import mani_skill.envs  # noqa: F401
     from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
 
-    from gaze_rl.envs.fast_render import fast_shader_config, use_minimal_picture_formats
-    from gaze_rl.envs.variants import task_env_id
+    from gaze_rl.envs.single import make_maniskill_env
 
-    # Rendered as the CPU route renders by default here (fast), so that frames can be compared.
-    use_minimal_picture_formats()
-    env = gym.make(
-        task_env_id(env_id, "none", "fast"), num_envs=1, obs_mode="rgb", sim_backend="physx_cpu",
-        render_backend="cpu", render_mode="rgb_array", control_mode="pd_joint_delta_pos",
-        sensor_configs=dict(width=64, height=64, shader_config=fast_shader_config()),
-    )
+    # Built and rendered as the CPU route builds it (fast rendering here), so that frames compare.
+    env = make_maniskill_env(env_id, obs_mode="rgb", image_size=64, control_mode="pd_joint_delta_pos",
+                             render_quality="fast", render_backend="cpu")
     env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=True)
     return ManiSkillBatchedVecEnv(env, ignore_terminations=True, reward_scale=reward_scale)
 

@@ -12,7 +12,7 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
 from gaze_rl.envs.batched import ManiSkillBatchedVecEnv
-from gaze_rl.envs.fast_render import RENDER_QUALITIES
+from gaze_rl.envs.fast_render import resolve_render_quality
 from gaze_rl.envs.single import default_render_backend, make_single_env
 from gaze_rl.envs.variants import VARIANTS, task_env_id
 
@@ -130,8 +130,7 @@ def check_spec(spec: EnvSpec) -> None:
     check_env_id(spec.env_id)
     if spec.variant not in VARIANTS:
         raise ValueError(f"unknown variant {spec.variant!r}; valid choices: {', '.join(VARIANTS)}")
-    if spec.render_quality not in RENDER_QUALITIES:
-        raise ValueError(f"unknown render_quality {spec.render_quality!r}; valid choices: {', '.join(RENDER_QUALITIES)}")
+    resolve_render_quality(spec.render_quality, default_render_backend())  # raises naming the choices
     if spec.render_quality == "fast" and resolve_sim_backend(spec.sim_backend) == "physx_cuda":
         raise ValueError("render_quality 'fast' is for CPU physics (one process per env); with physx_cuda "
                          "SAPIEN renders on the GPU: use render_quality 'full' or 'auto', or sim_backend 'physx_cpu'")
