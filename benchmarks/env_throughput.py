@@ -1,11 +1,12 @@
 """Env throughput from pixels, render quality `fast` vs `full` side by side (gaze_rl.make_vec_env, random actions).
 
-For each task and number of envs N (one CPU process per env: SubprocVecEnv for N > 1, in-process
-DummyVecEnv for N = 1), both vec envs (`render_quality="fast"` and `"full"`, `physx_cpu`,
-obs_mode "rgb+state") are built at once and timed in alternating chunks of `--chunk` vec-steps,
-so that both see the same machine load. Per chunk it records wall-clock env-steps/s and the CPU
-time per env step of every process that steps an env (the main process for N = 1, the worker
-processes for N > 1, read from /proc; lavapipe's render threads included). CPU ms per step is
+For each task and number of envs N (one CPU process per env, as in training: SubprocVecEnv for
+N > 1, DummyVecEnv for N = 1), both vec envs (`render_quality="fast"` and `"full"`, `physx_cpu`,
+obs_mode "rgb+state") are built at once, each in a process of its own (so `full` keeps stock
+lavapipe threading: `fast` sets `LP_NUM_THREADS=0` process-wide), and timed in alternating chunks
+of `--chunk` vec-steps, so that both see the same machine load. Per chunk it records wall-clock
+env-steps/s and the CPU time per env step of every process that steps an env (that process for
+N = 1, its env workers for N > 1, read from /proc; lavapipe's render threads included). CPU ms per step is
 the load-independent figure on a shared machine; steps/s is what a run sees. Medians over
 chunks; the ratio fast / full is the median of per-pair ratios. Episodes auto-reset as in
 training. The load average before and after each configuration is recorded.
@@ -17,6 +18,7 @@ training. The load average before and after each configuration is recorded.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -79,35 +81,62 @@ class Timed:
         self.cpu_ms.append(1e3 * cpu / (self.num_envs * n))
 
 
+def serve(conn: Any, *args: Any) -> None:
+    """A `Timed` in a process of its own, driven over a pipe: ("step", n) | ("chunk", n) | ("result",)."""
+    torch.set_num_threads(1)  # the env's own torch ops are tiny; a second thread only spins
+    run = Timed(*args)
+    conn.send("ready")
+    while True:
+        command, *rest = conn.recv()
+        if command == "result":
+            run.env.close()
+            conn.send({k: getattr(run, k) for k in ("obs_shapes", "create_s", "rates", "cpu_ms")})
+            return
+        getattr(run, command)(*rest)
+        conn.send("done")
+
+
+class Remote:
+    """The parent's handle on a `serve` process."""
+
+    def __init__(self, *args: Any):
+        self.conn, child = mp.get_context("spawn").Pipe()
+        self.process = mp.get_context("spawn").Process(target=serve, args=(child, *args), daemon=True)
+        self.process.start()
+        self.call()
+
+    def call(self, *command: Any) -> Any:
+        if command:
+            self.conn.send(command)
+        return self.conn.recv()
+
+
 def measure(env_id: str, num_envs: int, image_size: int, qualities: list[str], warmup: int, chunks: int, chunk: int,
             seed: int) -> list[dict[str, Any]]:
     load_before = os.getloadavg()
-    runs = {q: Timed(env_id, num_envs, image_size, q, seed) for q in qualities}
-    try:
-        for run in runs.values():
-            run.step(warmup)
-        for _ in range(chunks):
-            for run in runs.values():  # alternate: both qualities see the same load
-                run.chunk(chunk)
-    finally:
-        for run in runs.values():
-            run.env.close()
+    remotes = {q: Remote(env_id, num_envs, image_size, q, seed) for q in qualities}
+    for remote in remotes.values():
+        remote.call("step", warmup)
+    for _ in range(chunks):
+        for remote in remotes.values():  # alternate: both qualities see the same load
+            remote.call("chunk", chunk)
+    runs = {q: remote.call("result") for q, remote in remotes.items()}
     load_after = os.getloadavg()
     rows = []
     for quality, run in runs.items():
         row = {
             "env_id": env_id, "num_envs": num_envs, "image_size": image_size, "render_quality": quality,
-            "obs_shapes": run.obs_shapes, "vec_env": "SubprocVecEnv" if num_envs > 1 else "DummyVecEnv",
+            "obs_shapes": run["obs_shapes"], "vec_env": "SubprocVecEnv" if num_envs > 1 else "DummyVecEnv",
             "render_backend": "gpu" if torch.cuda.is_available() else "cpu",
-            "create_and_reset_s": run.create_s, "median_env_steps_per_s": median(run.rates),
-            "median_cpu_ms_per_env_step": median(run.cpu_ms), "load_average_before": load_before,
+            "create_and_reset_s": run["create_s"], "median_env_steps_per_s": median(run["rates"]),
+            "median_cpu_ms_per_env_step": median(run["cpu_ms"]), "load_average_before": load_before,
             "load_average_after": load_after, "timed_vec_steps": chunk * chunks,
-            "raw_env_steps_per_s": run.rates, "raw_cpu_ms_per_env_step": run.cpu_ms,
+            "raw_env_steps_per_s": run["rates"], "raw_cpu_ms_per_env_step": run["cpu_ms"],
         }
         if "full" in runs and quality != "full":
             full = runs["full"]
-            row["speedup_cpu_vs_full"] = median([f / q for f, q in zip(full.cpu_ms, run.cpu_ms)])
-            row["speedup_steps_per_s_vs_full"] = median([q / f for f, q in zip(full.rates, run.rates)])
+            row["speedup_cpu_vs_full"] = median([f / q for f, q in zip(full["cpu_ms"], run["cpu_ms"])])
+            row["speedup_steps_per_s_vs_full"] = median([q / f for f, q in zip(full["rates"], run["rates"])])
         rows.append(row)
     return rows
 
@@ -124,7 +153,6 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=25, help="vec-steps per timed chunk")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    torch.set_num_threads(1)  # the env's own torch ops are tiny; a second thread only spins
 
     rows: list[dict[str, Any]] = []
     for env_id in a.env_ids:

@@ -1,8 +1,9 @@
 """`gaze-rl bench`: a resumable grid of training runs and its learning-curve summary.
 
 Each run is one `gaze-rl train` process whose results land in `<out>/runs/<env>__<algo>__<method>__s<seed>`;
-a run whose final checkpoint exists is skipped, so an interrupted bench resumes where it
-stopped. Runs go to local processes (`--workers` at a time) or to a Ray cluster
+a run whose final checkpoint exists is skipped, and an unfinished run started by an earlier bench
+with the same arguments resumes from its newest checkpoint, so an interrupted bench continues
+where it stopped. Runs go to local processes (`--workers` at a time) or to a Ray cluster
 (gaze_rl.bench_ray). The summary: `curves.csv` (every episode of every run), mean and 95%
 interval plots per (env, algo), and `summary.csv` / `summary.md` with steps to the success
 threshold, area under the success curve, final success and return, the sample-efficiency ratio
@@ -14,6 +15,7 @@ from __future__ import annotations
 import csv
 import ctypes
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -22,12 +24,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from gaze_rl.checkpoints import latest_checkpoint
 from gaze_rl.config import BenchConfig
 from gaze_rl.curves import CURVE_METRICS, band, efficiency_ratio, normalised_auc, on_grid, read_curve, steps_to_reach
 from gaze_rl.methods import split_arm
@@ -87,13 +91,42 @@ def train_args(spec: RunSpec, cfg: BenchConfig) -> list[str]:
     return args
 
 
-def cli_command(args: list[str], run_dir: Path) -> list[str]:
+def cli_command(args: list[str], run_dir: Path | None = None) -> list[str]:
     # sys.executable of the machine that runs the command (on a cluster: the worker's Python).
-    return [sys.executable, "-m", "gaze_rl.cli", *args, "--run-dir", str(run_dir)]
+    return [sys.executable, "-m", "gaze_rl.cli", *args, *(["--run-dir", str(run_dir)] if run_dir else [])]
+
+
+BENCH_ARGS_FILE = "bench_args.json"  # the arguments a run was started with, to resume it only unchanged
 
 
 def train_command(spec: RunSpec, cfg: BenchConfig, run_dir: Path) -> list[str]:
-    return cli_command(train_args(spec, cfg), run_dir)
+    """The command that trains one run: a resume from its newest checkpoint (to this bench's budget)
+    when an earlier bench left it unfinished with the same arguments, else a fresh start (replacing
+    any unfinished run)."""
+    args = train_args(spec, cfg)
+    started_with = run_dir / BENCH_ARGS_FILE
+    if (latest_checkpoint(run_dir) is not None and started_with.is_file()
+            and _without_budget(json.loads(started_with.read_text())) == _without_budget(args)):
+        total = run_settings(spec, cfg)["total_timesteps"]
+        return cli_command(["train", "--resume", str(run_dir), "--total-timesteps", str(total), "--no-progress-bar"])
+    return cli_command(args, run_dir)
+
+
+def _without_budget(args: list[str]) -> list[str]:
+    """Train arguments less `--total-timesteps N`: a resumed run may be extended to a larger budget."""
+    i = args.index("--total-timesteps") if "--total-timesteps" in args else len(args)
+    return args[:i] + args[i + 2:]
+
+
+def record_args(args: list[str], run_dir: Path, process: subprocess.Popen) -> None:
+    """Writes a fresh run's arguments beside it once training has (re)created the directory
+    (its new config.json), so that a later bench can resume it."""
+    started, config = time.time(), run_dir / "config.json"
+    while process.poll() is None:
+        if config.is_file() and config.stat().st_mtime >= started - 1:
+            (run_dir / BENCH_ARGS_FILE).write_text(json.dumps(args))
+            return
+        time.sleep(1)
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -105,14 +138,19 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def run_process(command: list[str], log: Path, torch_threads: int) -> int:
-    """Runs one training process with its output in `log`; returns its exit code (< 0: killed by
-    that signal). The process dies with its parent, so a killed Ray worker leaves no orphan
-    training behind on its node."""
+def run_process(command: list[str], log: Path, torch_threads: int,
+                on_start: Callable[[subprocess.Popen], None] | None = None) -> int:
+    """Runs one training process with its output in `log` (appended: a resumed run keeps its
+    history); returns its exit code (< 0: killed by that signal). `on_start(process)` runs while
+    it trains. The process dies with its parent, so a killed Ray worker leaves no orphan training
+    behind on its node."""
     env = {**os.environ, "OMP_NUM_THREADS": str(torch_threads)}  # torch's thread count
-    with log.open("w") as out:
-        return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                              preexec_fn=_die_with_parent).returncode
+    with log.open("a") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                   preexec_fn=_die_with_parent)
+        if on_start is not None:
+            on_start(process)
+        return process.wait()
 
 
 def failure_note(code: int, log: Path) -> str:
@@ -180,8 +218,12 @@ def run_local(specs: list[RunSpec], cfg: BenchConfig, progress: Progress) -> Non
 
     def run_one(spec: RunSpec) -> None:
         log = cfg.out / "logs" / f"{spec.name}.log"
-        progress.start(spec.name)
-        code = run_process(train_command(spec, cfg, cfg.out / "runs" / spec.name), log, cfg.torch_threads)
+        run_dir = cfg.out / "runs" / spec.name
+        command = train_command(spec, cfg, run_dir)
+        resumed = "--resume" in command
+        progress.start(spec.name, " (resumed)" if resumed else "")
+        code = run_process(command, log, cfg.torch_threads,
+                           on_start=None if resumed else partial(record_args, train_args(spec, cfg), run_dir))
         progress.finish(spec.name, code == 0, "" if code == 0 else failure_note(code, log))
 
     with ThreadPoolExecutor(max_workers=cfg.workers) as pool:

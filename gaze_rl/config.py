@@ -59,6 +59,8 @@ class TrainConfig:
     """Image augmentation of the RL update, for every method: 'shift' = DrQ/RAD random shift (pad 4 px, random crop back); the policy still acts on the true frame."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Torch device of the networks."""
+    torch_threads: int | None = 1
+    """CPU threads of torch in the trainer (1: these small networks on batches of a few images run several times faster than with 2 threads beside the env processes on a 2-core CPU); None = torch's default."""
     backbone: Literal["auto", "nature", "plain"] = "auto"
     """Image backbone; auto = NatureCNN for PPO, PlainConv for SAC (ManiSkill's choices)."""
     run_dir: Path | None = None

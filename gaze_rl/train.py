@@ -87,6 +87,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"total_timesteps must be >= 1 (got {cfg.total_timesteps})")
     if cfg.keep_checkpoints < 0:
         raise ValueError(f"keep_checkpoints must be >= 0 (got {cfg.keep_checkpoints})")
+    if cfg.torch_threads is not None and cfg.torch_threads < 1:
+        raise ValueError(f"torch_threads must be >= 1, or None for torch's default (got {cfg.torch_threads})")
     if cfg.on_target_every < 0 or cfg.on_target_frames < 1:
         raise ValueError(f"on_target_every must be >= 0 and on_target_frames >= 1 (got {cfg.on_target_every}, "
                          f"{cfg.on_target_frames})")
@@ -163,6 +165,12 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def use_torch_threads(threads: int | None) -> None:
+    """Sets torch's CPU thread count for this process (None keeps torch's default)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def train(cfg: TrainConfig) -> Path:
     """Runs one training run (or resumes one, with `cfg.resume`) and returns its directory."""
     if cfg.resume is not None:
@@ -170,6 +178,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.total_timesteps is None:
         cfg = dataclasses.replace(cfg, total_timesteps=DEFAULT_TOTAL_TIMESTEPS)
     validate(cfg)
+    use_torch_threads(cfg.torch_threads)
     device = resolve_device(cfg.device)
     run_dir = prepare_run_dir(cfg.run_dir or default_run_dir(cfg), cfg.overwrite)
     preset = load_preset(cfg.algo, cfg.env_id)
@@ -202,6 +211,7 @@ def resume(run_dir: Path, total_timesteps: int | None = None) -> Path:
         raise FileNotFoundError(f"{config_path} not found; --resume takes a run directory written by gaze-rl train")
     saved = json.loads(config_path.read_text())
     cfg = train_config_from_dict(saved["train"])
+    use_torch_threads(cfg.torch_threads)
     found = latest_checkpoint(run_dir)
     if found is None:
         raise FileNotFoundError(f"no checkpoint with a state file in {run_dir / 'checkpoints'} to resume from; "

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from gaze_rl.bench import RunSpec, bench, train_command
+from gaze_rl.bench import BENCH_ARGS_FILE, RunSpec, bench, train_args, train_command
 from gaze_rl.config import BenchConfig
 from gaze_rl.curves import band, efficiency_ratio, normalised_auc, on_grid, steps_to_reach
 from gaze_rl.runlog import CURVE_COLUMNS
@@ -80,6 +81,25 @@ def test_train_command_uses_profile_and_resumes_only_unfinished(tmp_path):
     joined = " ".join(command)
     assert "--total-timesteps 2048" in joined and "--num-envs 2" in joined and "--learning-starts 1000" in joined
     assert "--threshold" not in joined
+
+
+def test_unfinished_run_resumes_only_with_the_same_arguments(tmp_path):
+    cfg = BenchConfig(out=tmp_path, profile="cpu", total_timesteps=2048)
+    spec, run_dir = RunSpec("PushCube-v1", "ppo", "baseline", 0), tmp_path / "r"
+    assert "--resume" not in train_command(spec, cfg, run_dir)  # nothing there yet
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for name in ("step_1000.zip", "step_1000.state.pt"):
+        (run_dir / "checkpoints" / name).touch()
+    assert "--resume" not in train_command(spec, cfg, run_dir)  # no record of its arguments
+    (run_dir / BENCH_ARGS_FILE).write_text(json.dumps(train_args(spec, cfg)))
+    command = train_command(spec, cfg, run_dir)
+    assert command[command.index("--resume") + 1] == str(run_dir) and "--total-timesteps" in command
+    assert "--run-dir" not in command  # the run's own config.json says where it lives
+    longer = BenchConfig(out=tmp_path, profile="cpu", total_timesteps=4096)
+    command = train_command(spec, longer, run_dir)  # a larger budget extends the run
+    assert "--resume" in command and command[command.index("--total-timesteps") + 1] == "4096"
+    other = BenchConfig(out=tmp_path, profile="cpu", total_timesteps=2048, num_envs=1)
+    assert "--resume" not in train_command(spec, other, run_dir)  # other settings: start again
 
 
 def test_unknown_profile_fails_before_training(tmp_path):

@@ -15,6 +15,7 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 //
+// Modified by gaze_rl (2026): no image-based lighting, see the end of main().
 
 layout (constant_id = 0) const int NUM_DIRECTIONAL_LIGHTS = 0;
 layout (constant_id = 1) const int NUM_DIRECTIONAL_LIGHT_SHADOWS = 0;
@@ -317,11 +318,9 @@ void main() {
         l, normal, camDir, diffuseAlbedo, roughness, fresnel);
   }
 
-  vec3 wnormal = mat3(cameraBuffer.viewMatrixInverse) * normal;
-  color += diffuseIBL(diffuseAlbedo, wnormal);
-  color += specularIBL(fresnel, roughness,
-                       wnormal,
-                       mat3(cameraBuffer.viewMatrixInverse) * camDir);
+  // gaze_rl "fast" pack: no image-based lighting. The IBL terms sample the environment cubemap,
+  // which ManiSkill's tasks leave unset (black): they add nothing to the picture and were ~15% of
+  // a software-rendered frame (frames are bit-identical on PokeCube-v1 without them).
   color += sceneBuffer.ambientLight.rgb * albedo.rgb;
 
   outColorRaw = vec4(clamp(pow(color, vec3(1/2.2)), vec3(0), vec3(1)), albedo.a);
