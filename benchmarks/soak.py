@@ -47,7 +47,7 @@ def main() -> None:
 
     from gaze_rl.config import TrainConfig
     from gaze_rl.curves import read_curve
-    from gaze_rl.train import train
+    from gaze_rl.commands.train import train
 
     samples: list[tuple[float, int]] = []
     done = threading.Event()

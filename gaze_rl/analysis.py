@@ -1,10 +1,11 @@
-"""`gaze-rl analyze`: DeepVision-VLA's layer-wise grounding analysis, for gaze_rl's CNN policies.
+"""DeepVision-VLA's layer-wise grounding analysis, for gaze_rl's CNN policies (run on a checkpoint
+by `gaze-rl analyze`: gaze_rl.commands.analyze).
 
-DeepVision-VLA (seeds/003) finds that a policy's sensitivity to task-relevant visual tokens
+DeepVision-VLA finds that a policy's sensitivity to task-relevant visual tokens
 fades in deeper layers. This module measures the same for a trained checkpoint, per conv layer
 (gaze_rl.nets.levels: a conv and the activation after it), on the observations of a few
 episodes of the deterministic policy, with the task-relevant actors found in ManiSkill3's
-segmentation (gaze_rl.imitation: `PushT-v1`: Tee, goal_Tee; `PokeCube-v1`: cube, peg,
+segmentation (gaze_rl.segmentation.targets: `PushT-v1`: Tee, goal_Tee; `PokeCube-v1`: cube, peg,
 goal_region):
 
 (i) attention-on-target: the layer's activation energy `sum_c |a_c|`, normalised to sum 1
@@ -26,10 +27,10 @@ both quantities against depth; `compare` draws other analyses (e.g. the baseline
 from __future__ import annotations
 
 import contextlib
-import json
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,8 @@ class LayerResult:
 
 def layer_names(backbone: nn.Sequential) -> list[str]:
     """`conv<i> (<kernel>/<stride>, <channels>)` for each conv layer of a backbone."""
-    names, last_conv = [], None
+    names: list[str] = []
+    last_conv: nn.Conv2d | None = None
     indices = set(layer_indices(backbone))
     for i, module in enumerate(backbone):
         if isinstance(module, nn.Conv2d):
@@ -132,8 +134,15 @@ def captured(modules: list[nn.Module]) -> Iterator[list[Tensor | None]]:
             h.remove()
 
 
-def _chunk(obs: Observations, start: int, stop: int) -> Observations:
+def obs_rows(obs: Observations, start: int, stop: int) -> Observations:
     return {k: v[start:stop] for k, v in obs.items()}
+
+
+def action_change(act: Callable[[Observations], Tensor], obs: Observations, reference: Tensor, module: nn.Module,
+                  cells: np.ndarray) -> np.ndarray:
+    """Per frame, the L2 change of `act`'s actions from `reference` when `module`'s output is zeroed in `cells`."""
+    with zeroed(module, torch.as_tensor(cells, device=reference.device)):
+        return (act(obs) - reference).flatten(1).norm(dim=1).cpu().double().numpy()
 
 
 def _sem(values: np.ndarray) -> float:
@@ -167,24 +176,21 @@ def layer_analysis(backbone: nn.Sequential, act: Callable[[Observations], Tensor
     shapes: list[tuple[int, int, int]] = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        chunk = _chunk(obs, start, stop)
+        chunk = obs_rows(obs, start, stop)
         with captured(modules) as acts:
             reference = act(chunk)
         if not shapes:
-            shapes = [tuple(a.shape[1:]) for a in acts]  # type: ignore[union-attr, misc]
+            shapes = [tuple(a.shape[1:]) for a in acts]  # type: ignore[union-attr]  # filled by the forward
         for j, (module, activations) in enumerate(zip(modules, acts)):
+            assert activations is not None  # every hooked layer ran in act()
             _, h, w = activations.shape[1:]
             aot[j][start:stop] = attention_on_target(energy_distribution(activations), coverage_grid(masks[start:stop], h, w))
             cells = target_cells(masks[start:stop], h, w, cover_threshold)
             region[j][start:stop] = cells.reshape(stop - start, -1).sum(axis=1)
-
-            def change(selected: np.ndarray) -> np.ndarray:
-                with zeroed(module, torch.as_tensor(selected, device=activations.device)):
-                    return (act(chunk) - reference).flatten(1).norm(dim=1).cpu().double().numpy()
-
-            target[j][start:stop] = change(cells)
+            target[j][start:stop] = action_change(act, chunk, reference, module, cells)
             control[j][start:stop] = np.mean(
-                [change(random_cells(region[j][start:stop], h, w, rng)) for _ in range(control_draws)], axis=0)
+                [action_change(act, chunk, reference, module, random_cells(region[j][start:stop], h, w, rng))
+                 for _ in range(control_draws)], axis=0)
     chance = float(masks.reshape(n, -1).mean(axis=1).mean()) if n else 0.0
     results = []
     for j, name in enumerate(names):
@@ -248,97 +254,3 @@ def plot(analyses: list[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def analyze(cfg: Any) -> dict[str, Any]:
-    """Runs `gaze-rl analyze` (an AnalyzeConfig): episodes, per-layer analysis, JSON and PNG."""
-    from gaze_rl.checkpoints import load_model
-    from gaze_rl.envs.factory import EnvSpec
-    from gaze_rl.evaluate import load_run_config
-    from gaze_rl.segmentation.on_target import policy_extractor, segmented_eval_env
-    from gaze_rl.runlog import write_json
-    from gaze_rl.train import ALGO_CLASSES, resolve_device
-
-    for name, value, low in (("episodes", cfg.episodes, 1), ("every", cfg.every, 1), ("control_draws", cfg.control_draws, 1)):
-        if value < low:
-            raise ValueError(f"{name} must be >= {low} (got {value})")
-    if not 0.0 < cfg.cover_threshold <= 1.0:
-        raise ValueError(f"cover_threshold must be in (0, 1] (got {cfg.cover_threshold})")
-    compare = []
-    for path in cfg.compare:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--compare {path} does not exist; pass JSONs written by gaze-rl analyze")
-        compare.append(json.loads(Path(path).read_text()))
-    run = load_run_config(cfg.checkpoint)
-    spec = EnvSpec(**{**run["env"], "num_envs": 1, "ignore_terminations": True})
-    out_dir = cfg.out_dir or cfg.checkpoint.resolve().parent.parent / "analysis"
-    stem = f"{cfg.checkpoint.stem}__seed{cfg.seed}"
-    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
-    for path in (json_path, png_path):
-        if path.exists():
-            raise FileExistsError(f"{path} already exists; pass another --seed or --out-dir")
-    model = load_model(ALGO_CLASSES[run["train"]["algo"]], cfg.checkpoint, device=resolve_device(cfg.device))
-    extractor = policy_extractor(model)
-    if not hasattr(extractor, "backbone"):
-        raise ValueError(f"gaze-rl analyze needs gaze_rl's GazeExtractor (got {type(extractor).__name__})")
-    env, meter = segmented_eval_env(model, spec, cfg.target_actors, seed=cfg.seed)
-    frames: list[dict[str, np.ndarray]] = []
-    masks: list[np.ndarray] = []
-    episodes: list[dict[str, Any]] = []
-    try:
-        obs, step = env.reset(), 0
-        while len(episodes) < cfg.episodes:
-            if step % cfg.every == 0:
-                frame = env.get_attr("frame")[0]
-                masks.append(meter.targets.frame_mask(frame))
-                meter.observe(obs, [frame])
-                frames.append({k: v.copy() for k, v in obs.items()})
-            action, _ = model.predict(obs, deterministic=True)
-            obs, _, dones, infos = env.step(action)
-            step += 1
-            if dones[0]:
-                info = infos[0]
-                episodes.append({"return": float(info["episode"]["r"]), "success_once": bool(info["success_once"]),
-                                 "success_at_end": bool(info["success_at_end"])})
-    finally:
-        env.close()
-    stacked = {k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
-    obs_tensor, _ = model.policy.obs_to_tensor(stacked)
-    model.policy.set_training_mode(False)
-    act = lambda o: model.policy._predict(o, deterministic=True)  # noqa: E731  (the mean action, unclipped)
-    layers = layer_analysis(extractor.backbone, act, obs_tensor, np.stack(masks), cfg.cover_threshold,
-                            cfg.control_draws, seed=cfg.seed)
-    with torch.no_grad():  # the scale the sensitivities compare to
-        norms = [act(_chunk(obs_tensor, i, i + 256)).flatten(1).norm(dim=1) for i in range(0, len(masks), 256)]
-    action_norm = float(torch.cat(norms).mean())
-    pruned = run["train"].get("prune_top_k") is not None
-    attention = meter.summary()
-    result = {
-        "checkpoint": str(cfg.checkpoint), "label": cfg.label or default_label(run["train"]),
-        "env_id": spec.env_id, "algo": run["train"]["algo"], "method": run["train"]["method"],
-        "image_size": spec.image_size, "prune_top_k": run["train"].get("prune_top_k"),
-        "prune_source": extractor.prune_source if pruned else None, "multi_level": bool(run["train"].get("multi_level")),
-        "train_steps": run["train"]["total_timesteps"], "seed": cfg.seed, "episodes": cfg.episodes,
-        "every": cfg.every, "cover_threshold": cfg.cover_threshold, "control_draws": cfg.control_draws,
-        "success_once": float(np.mean([e["success_once"] for e in episodes])),
-        "success_at_end": float(np.mean([e["success_at_end"] for e in episodes])),
-        "return_mean": float(np.mean([e["return"] for e in episodes])),
-        "policy_attention_on_target": attention.get("attention_on_target"),
-        "policy_attention_lift": attention.get("attention_on_target_lift"),
-        "policy_attention_mode": attention.get("attention_mode"),
-        "image_head_params": sum(p.numel() for p in extractor.image_fc.parameters()),
-        "policy_params": sum(p.numel() for p in model.policy.parameters()),
-        "action_norm_mean": action_norm,
-        "layers": [asdict(layer) for layer in layers],
-        "per_episode": episodes,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(json_path, result)
-    plot([result, *compare], png_path)
-    print(f"{spec.env_id} {result['label']}: {len(masks)} frames of {cfg.episodes} episodes, success_once "
-          f"{result['success_once']:.2f}, return {result['return_mean']:.2f}, mean |action| {action_norm:.3f}")
-    for layer in layers:
-        print(f"  {layer.name:<22} attention-on-target {layer.attention_on_target:.3f} (lift {layer.lift:.2f})  "
-              f"sensitivity target {layer.sensitivity_target:.4f} vs random {layer.sensitivity_control:.4f}")
-    print(f"saved {json_path}\nplot  {png_path}")
-    return result

@@ -16,11 +16,13 @@ import shutil
 import socket
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from gaze_rl.bench import Progress, RunSpec, cli_command, failure_note, run_process, run_settings, train_args
+from gaze_rl.bench_runs import Progress, RunSpec, cli_command, failure_note, run_process, run_settings, train_args
 from gaze_rl.config import BenchConfig, TrainConfig
+from gaze_rl.errors import ConfigError
 
 PROGRESS_EVERY_S = 60.0  # a progress line at least this often, even while no run starts or ends
 
@@ -94,17 +96,18 @@ def connect(ray: Any, address: str) -> None:
         try:
             socket.create_connection((host, int(port)), timeout=10).close()
         except (OSError, ValueError) as err:
-            raise ValueError(f"no Ray cluster answers at {address!r} ({err}); {hint}") from None
+            raise ConfigError(f"no Ray cluster answers at {address!r} ({err}); {hint}") from None
     try:
         ray.init(address=address, logging_level=logging.WARNING)
     except ConnectionError as err:
-        raise ValueError(f"no Ray cluster at {address!r} ({err}); {hint}") from None
+        raise ConfigError(f"no Ray cluster at {address!r} ({err}); {hint}") from None
 
 
 def run_ray(specs: list[RunSpec], cfg: BenchConfig, progress: Progress) -> None:
     """Trains the runs on the Ray cluster at cfg.ray_address; their results land under cfg.out."""
     import ray
 
+    assert cfg.ray_address is not None  # run_grid comes here only with an address
     connect(ray, cfg.ray_address)
     try:
         warn_unplaceable(ray, specs, cfg)

@@ -13,13 +13,16 @@ import os
 import random
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+
+from gaze_rl.errors import ConfigError
 
 STEP_FILE = re.compile(r"^step_(\d+)\.zip$")
 
@@ -40,7 +43,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    # the legacy tuple form (get_state's default)
+    _, np_keys, np_pos, np_has_gauss, np_gauss = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     _, py_state, py_gauss = random.getstate()
     return {
         "python": list(py_state), "python_gauss": py_gauss,
@@ -66,8 +70,10 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, Path] | None:
     found = []
     for path in (run_dir / "checkpoints").glob("step_*.zip"):
         match = STEP_FILE.match(path.name)
-        state = path.with_name(f"step_{match.group(1)}.state.pt") if match else None
-        if match and state.is_file():
+        if match is None:
+            continue
+        state = path.with_name(f"step_{match.group(1)}.state.pt")
+        if state.is_file():
             found.append((int(match.group(1)), path, state))
     if not found:
         return None
@@ -78,12 +84,12 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, Path] | None:
 def load_model(algo_class: type[BaseAlgorithm], path: Path, **kwargs: Any) -> BaseAlgorithm:
     """`algo_class.load` with a clear error for a truncated or foreign checkpoint file."""
     if Path(path).is_file() and not zipfile.is_zipfile(path):  # SB3 would say "wasn't a zip-file"
-        raise ValueError(f"checkpoint {path} is damaged (not a complete zip file); use another checkpoint "
+        raise ConfigError(f"checkpoint {path} is damaged (not a complete zip file); use another checkpoint "
                          "of the run, or resume from the previous one by deleting this one")
     try:
         return algo_class.load(path, **kwargs)
     except (zipfile.BadZipFile, EOFError, KeyError, RuntimeError) as err:
-        raise ValueError(f"checkpoint {path} is damaged or not a {algo_class.__name__} checkpoint "
+        raise ConfigError(f"checkpoint {path} is damaged or not a {algo_class.__name__} checkpoint "
                          f"({type(err).__name__}: {err})") from None
 
 
@@ -92,7 +98,7 @@ def load_state(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"checkpoint state {path} is damaged or not a gaze_rl state file ({err}); "
+        raise ConfigError(f"checkpoint state {path} is damaged or not a gaze_rl state file ({err}); "
                          "delete it to resume from the previous checkpoint") from None
 
 

@@ -1,4 +1,11 @@
-"""Command-line configurations (tyro dataclasses): one docstring per field becomes `--help`."""
+"""Command-line configurations (tyro dataclasses): one docstring per field becomes `--help`.
+
+Each config checks its own fields in `check()` (gaze_rl.validation.Validated: on construction,
+and by the CLI after parsing) and raises gaze_rl.errors.ConfigError;
+what needs the machine, the task registry or files (env ids, image sizes of a backbone,
+checkpoints) is checked by the command before anything starts. Only light modules are
+imported here, so that the CLI parses without loading torch, SB3 or ManiSkill.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from gaze_rl.contrastive.learner import ContrastiveConfig
-from gaze_rl.envs.factory import ObsMode, RenderQuality, SimBackend
-from gaze_rl.methods import BenchArm, MethodName
+from gaze_rl.contrastive.config import ContrastiveConfig
+from gaze_rl.envs.spec import ObsMode, RenderQuality, SimBackend
+from gaze_rl.errors import ConfigError
+from gaze_rl.methods import BenchArm, MethodName, method_spec
+from gaze_rl.nets.gaze_shape import check_gaze_shape
+from gaze_rl.validation import Validated, at_least
 
 
 @dataclass
-class GazeOptions:
+class GazeOptions(Validated):
     """Shape of the Gaussian gaze (methods foveal and gaze)."""
 
     num_gaussians: int = 1
@@ -24,13 +34,16 @@ class GazeOptions:
     normalize: Literal["peak", "sum"] = "peak"
     """Scale of the map: 'peak' = max 1 (features keep their size at the fovea); 'sum' = sums to 1."""
 
+    def check(self) -> None:
+        check_gaze_shape(self.num_gaussians, self.sigma_floor, self.sigma_init, normalize=self.normalize)
+
     def as_kwargs(self) -> dict:
         return dict(num_gaussians=self.num_gaussians, sigma_floor=self.sigma_floor,
                     sigma_init=self.sigma_init, normalize=self.normalize)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Validated):
     """Train a PPO or SAC agent from pixels on a ManiSkill3 task."""
 
     env_id: str = "PushT-v1"
@@ -110,9 +123,19 @@ class TrainConfig:
     verbose: int = 0
     """1 prints SB3's tables to stdout."""
 
+    def check(self) -> None:
+        at_least(1, total_timesteps=self.total_timesteps, torch_threads=self.torch_threads,
+                 on_target_frames=self.on_target_frames,
+                 n_steps=self.n_steps if self.algo == "ppo" else None)
+        at_least(0, keep_checkpoints=self.keep_checkpoints, on_target_every=self.on_target_every)
+        spec = method_spec(self.method)
+        if self.contrastive.shuffle_labels and not spec.shuffled_returns:
+            raise ConfigError("--contrastive.shuffle-labels is the gaze-shuffled control; use --method gaze-shuffled "
+                              "(so that the run is named after it)")
+
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Validated):
     """Evaluate a checkpoint: success rates and returns over episodes, optionally a video."""
 
     checkpoint: Path
@@ -138,9 +161,12 @@ class EvalConfig:
     overwrite: bool = False
     """Replace results of an earlier evaluation with the same checkpoint, seed and variant."""
 
+    def check(self) -> None:
+        at_least(1, episodes=self.episodes)
+
 
 @dataclass
-class AnalyzeConfig:
+class AnalyzeConfig(Validated):
     """Layer-wise grounding analysis of a checkpoint (DeepVision-VLA): per conv layer, the attention-on-target of its activation energy and the action's sensitivity to zeroing the task-relevant region there."""
 
     checkpoint: Path
@@ -166,9 +192,14 @@ class AnalyzeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Torch device."""
 
+    def check(self) -> None:
+        at_least(1, episodes=self.episodes, every=self.every, control_draws=self.control_draws)
+        if not 0.0 < self.cover_threshold <= 1.0:
+            raise ConfigError(f"cover_threshold must be in (0, 1] (got {self.cover_threshold})")
+
 
 @dataclass
-class BenchConfig:
+class BenchConfig(Validated):
     """Run a grid of training runs {env} x {method} x {algo} x {seed} and aggregate the curves."""
 
     out: Path = Path("bench")
@@ -202,9 +233,26 @@ class BenchConfig:
     aggregate_only: bool = False
     """Skip training; only aggregate the runs already in out/runs."""
 
+    def check(self) -> None:
+        for name in ("workers", "torch_threads", "num_envs", "total_timesteps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 1 (got {value})")
+        if self.ray_address and self.workers != 1:
+            raise ConfigError("--workers is for local runs; on Ray the cluster's free resources decide how many run "
+                              "at once")
+        if (self.ray_num_cpus is not None or self.ray_num_gpus is not None) and not self.ray_address:
+            raise ConfigError("--ray-num-cpus and --ray-num-gpus only apply with --ray-address")
+        if self.ray_num_cpus is not None and self.ray_num_cpus <= 0:
+            raise ConfigError(f"ray-num-cpus must be > 0 (got {self.ray_num_cpus})")
+        if self.ray_num_gpus is not None and self.ray_num_gpus < 0:
+            raise ConfigError(f"ray-num-gpus must be >= 0 (got {self.ray_num_gpus})")
+        if self.ray_max_retries < 0:
+            raise ConfigError(f"ray-max-retries must be >= 0 (got {self.ray_max_retries})")
+
 
 @dataclass
-class ReferenceConfig:
+class ReferenceConfig(Validated):
     """Re-run the CI reference curves (results/reference/) and report points that moved."""
 
     regenerate: bool = False
@@ -212,7 +260,7 @@ class ReferenceConfig:
 
 
 @dataclass
-class DemosConfig:
+class DemosConfig(Validated):
     """Generate demonstrations with ManiSkill3's motion planners (or convert a ManiSkill trajectory file), rendered with rgb, state and segmentation."""
 
     env_id: str | None = None
@@ -238,9 +286,16 @@ class DemosConfig:
     progress_bar: bool = True
     """Show a progress bar."""
 
+    def check(self) -> None:
+        if self.image_size < 16:
+            raise ConfigError(f"image_size must be >= 16 pixels (got {self.image_size}); 64 or 128 are usual")
+        at_least(1, num=self.num)
+        if self.from_h5 is None and self.env_id is None:
+            raise ConfigError("pass --env-id (the task to generate demonstrations for) or --from-h5 FILE.h5")
+
 
 @dataclass
-class SaliencyOptions:
+class SaliencyOptions(Validated):
     """Where the demonstrator looked: the targets of the attention objectives."""
 
     source: Literal["oracle", "heatmaps"] = "oracle"
@@ -264,7 +319,7 @@ class SaliencyOptions:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(Validated):
     """Behaviour cloning from demonstrations with a gaze-KL or saliency-MSE attention objective; the policy is the one gaze-rl train builds."""
 
     demos: Path
@@ -319,3 +374,15 @@ class PretrainConfig:
     """Delete an existing, non-empty run directory instead of refusing to start."""
     progress_bar: bool = True
     """Show a progress bar."""
+
+    def check(self) -> None:
+        at_least(1, steps=self.steps, batch_size=self.batch_size, torch_threads=self.torch_threads,
+                 max_episode_steps=self.max_episode_steps)
+        at_least(0, eval_every=self.eval_every, eval_episodes=self.eval_episodes, image_every=self.image_every)
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0 (got {self.learning_rate})")
+        if self.objective != "none" and self.attention == "map" and method_spec(self.method).attention == "none":
+            raise ConfigError(
+                f"--attention map needs a policy with an attention map, but --method {self.method} has none: use "
+                "--method patch, foveal or gaze, or --attention features / auto"
+            )

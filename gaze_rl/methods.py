@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from gaze_rl.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -67,16 +69,16 @@ def split_arm(arm: str) -> tuple[str, str]:
     method, _, augment = arm.partition("+")
     method_spec(method)
     if (augment or "none") not in AUGMENTS:
-        raise ValueError(f"unknown augment {augment!r} in {arm!r}; valid choices: {', '.join(AUGMENTS)}")
+        raise ConfigError(f"unknown augment {augment!r} in {arm!r}; valid choices: {', '.join(AUGMENTS)}")
     return method, augment or "none"
 
 
 def method_spec(name: str) -> MethodSpec:
-    """The table entry of `name`; a ValueError naming the valid choices otherwise."""
+    """The table entry of `name`; a ConfigError naming the valid choices otherwise."""
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; valid choices: {', '.join(METHOD_NAMES)}") from None
+        raise ConfigError(f"unknown method {name!r}; valid choices: {', '.join(METHOD_NAMES)}") from None
 
 
 def methods_help() -> str:

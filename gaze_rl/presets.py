@@ -8,6 +8,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gaze_rl.errors import ConfigError
+
 ALGOS = ("ppo", "sac")
 MIN_MINIBATCH = 32
 
@@ -34,7 +36,7 @@ def read_experiments_toml(name: str) -> dict[str, Any]:
 def load_preset(algo: str, env_id: str) -> Preset:
     """`[default]` of experiments/<algo>.toml, overridden by the task's own table if it has one."""
     if algo not in ALGOS:
-        raise ValueError(f"unknown algo {algo!r}; valid choices: {', '.join(ALGOS)}")
+        raise ConfigError(f"unknown algo {algo!r}; valid choices: {', '.join(ALGOS)}")
     tables = read_experiments_toml(f"{algo}.toml")
     default, task = tables["default"], tables.get(env_id, {})
     return Preset(**{part: {**default.get(part, {}), **task.get(part, {})} for part in ("algo", "policy", "env")})

@@ -8,11 +8,11 @@ and `checkpoints/`.
 from __future__ import annotations
 
 import csv
-from collections import deque
 import json
 import shutil
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ class CurveLogger(BaseCallback):
         super().__init__()
         self.path = path
         self.rows_written = 0
-        self._file = None
+        self._file: Any = None
         self._writer: Any = None
         self._start = 0.0
         self._start_steps = 0

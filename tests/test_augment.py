@@ -56,7 +56,7 @@ def test_extractor_shifts_only_in_training_mode():
 
 
 def test_bench_arm_with_an_augment_trains_the_method_with_it():
-    from gaze_rl.bench import RunSpec, train_args
+    from gaze_rl.bench_runs import RunSpec, train_args
     from gaze_rl.config import BenchConfig
     from gaze_rl.methods import split_arm
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gaze_rl.bench import BENCH_ARGS_FILE, RunSpec, bench, train_args, train_command
+from gaze_rl.bench_runs import BENCH_ARGS_FILE, RunSpec, train_args, train_command
+from gaze_rl.commands.bench import bench
 from gaze_rl.config import BenchConfig
 from gaze_rl.curves import band, efficiency_ratio, normalised_auc, on_grid, steps_to_reach
 from gaze_rl.runlog import CURVE_COLUMNS

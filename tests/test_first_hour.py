@@ -21,7 +21,8 @@ from gaze_rl import ContrastiveConfig, GazePPO
 from gaze_rl.checkpoints import latest_checkpoint, load_model, load_state
 from gaze_rl.cli import main
 from gaze_rl.config import TrainConfig
-from gaze_rl.train import TrainingInterrupted, learn
+from gaze_rl.commands.train import learn
+from gaze_rl.errors import TrainingInterrupted
 from image_envs import ImageEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

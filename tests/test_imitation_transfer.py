@@ -15,10 +15,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from gaze_rl.cli import main
 from gaze_rl.config import PretrainConfig, TrainConfig
 from gaze_rl.imitation import bc
-from gaze_rl.imitation.checkpoint import check_init_from, read_pretrained, save_pretrained, train_architecture
+from gaze_rl.build import build_model, check_init_from, train_architecture
+from gaze_rl.imitation.checkpoint import read_pretrained, save_pretrained
 from gaze_rl.imitation.demos import Demo, DemoSet, load_demos, read_maniskill_trajectories, write_demos
 from gaze_rl.presets import load_preset
-from gaze_rl.train import build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 

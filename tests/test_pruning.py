@@ -12,7 +12,7 @@ from gaze_rl.config import TrainConfig
 from gaze_rl.nets.extractor import GazeExtractor
 from gaze_rl.nets.levels import layer_outputs
 from gaze_rl.nets.pruning import check_top_k, prune_cells, pruned_features_dim, select_cells
-from gaze_rl.train import check_prune_top_k
+from gaze_rl.build import check_prune_top_k
 from net_inputs import batch, dict_space, head_input
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

@@ -22,7 +22,7 @@ from typing import Iterator
 import pytest
 
 import gaze_rl
-from gaze_rl.bench import RunSpec
+from gaze_rl.bench_runs import RunSpec
 from gaze_rl.cli import main
 
 REPO = Path(gaze_rl.__file__).resolve().parents[1]
@@ -208,7 +208,7 @@ def test_each_run_asks_ray_for_what_it_uses(tmp_path):
     assert run_resources(ppo, BenchConfig(out=tmp_path, num_envs=1)) == {"num_cpus": 1.0, "num_gpus": 0.0}
     # gpu profile: physx_cuda simulates every env in the learner's process, on the GPU.
     assert run_resources(sac, BenchConfig(out=tmp_path, profile="gpu")) == {"num_cpus": 1.0, "num_gpus": 1.0}
-    overridden = BenchConfig(out=tmp_path, profile="gpu", ray_num_cpus=4, ray_num_gpus=0.5)
+    overridden = BenchConfig(out=tmp_path, profile="gpu", ray_address="auto", ray_num_cpus=4, ray_num_gpus=0.5)
     assert run_resources(ppo, overridden) == {"num_cpus": 4, "num_gpus": 0.5}
 
 
@@ -232,7 +232,7 @@ def test_run_files_skip_intermediate_checkpoints_and_land_in_one_rename(tmp_path
 
 
 def test_progress_counts_runs_and_estimates_time_left(monkeypatch, capsys):
-    from gaze_rl import bench as bench_module
+    from gaze_rl import bench_runs as bench_module
 
     now = [0.0]
     monkeypatch.setattr(bench_module.time, "monotonic", lambda: now[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gaze_rl.reference import REFERENCE_DIR, REFERENCE_RUNS, compare, read_reference, run_reference
+from gaze_rl.commands.reference import REFERENCE_DIR, REFERENCE_RUNS, compare, read_reference, run_reference
 
 
 def test_every_reference_run_has_a_committed_curve():

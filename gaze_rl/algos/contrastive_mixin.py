@@ -151,10 +151,12 @@ class ContrastiveMixin:
         one times lr(progress) / lr(start), so a learning rate of 0 freezes the gaze head too."""
         start = self.learning_rate(1.0) if callable(self.learning_rate) else float(self.learning_rate)
         now = self.lr_schedule(self._current_progress_remaining)
+        assert self.contrastive is not None
         return self.contrastive.config.learning_rate * (now / start if start else 0.0)
 
     def _add_labelled(self, feature_maps: torch.Tensor, labels: StateLabels) -> None:
         """Feature maps and their labels (one row per state) into the contrastive buffer."""
+        assert self.contrastive is not None
         self.contrastive.add(feature_maps, torch.as_tensor(labels.to_go), torch.as_tensor(labels.episode),
                              torch.as_tensor(labels.step), torch.as_tensor(labels.episode_return))
 
@@ -180,7 +182,7 @@ class ContrastiveMixin:
         user, self.policy_kwargs = self.policy_kwargs, self._network_policy_kwargs()
         self._exporting = True
         try:
-            self.save(path)  # type: ignore[attr-defined]
+            self.save(path)
         finally:
             self.policy_kwargs, self._exporting = user, False
 

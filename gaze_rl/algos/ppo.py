@@ -63,7 +63,7 @@ class GazePPO(ContrastiveMixin, PPO):
     # episode start, and the EpisodeBook opens new episodes there.
 
     def _gaze_extractor(self) -> GazeExtractor:
-        return self.policy.features_extractor  # type: ignore[return-value]
+        return self.policy.features_extractor
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
         if self.contrastive is not None:
@@ -88,6 +88,7 @@ class GazePPO(ContrastiveMixin, PPO):
             values = self.policy.predict_values(last_obs).cpu().numpy().reshape(-1)
         bootstrap = np.where(dones[-1], 0.0, values)
         to_go = discounted_returns_to_go(rewards, dones, self.return_discount, bootstrap)
+        assert self._episode_book is not None  # built with the contrastive loss
         labels = self._episode_book.label_rollout(rewards, buffer.episode_starts > 0.5, to_go)
         observations = buffer.observations
         if isinstance(observations, dict):

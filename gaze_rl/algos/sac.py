@@ -51,7 +51,7 @@ class GazeSAC(ContrastiveMixin, SAC):
             self._return_tracker.reset()
 
     def _gaze_extractor(self) -> GazeExtractor:
-        return self.actor.features_extractor  # type: ignore[return-value]
+        return self.actor.features_extractor
 
     def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos) -> None:
         if self._return_tracker is not None:

@@ -57,7 +57,7 @@ class FeatureBuffer:
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}; pass a positive buffer size.")
-        feature_shape = tuple(int(s) for s in feature_shape)
+        feature_shape = tuple(int(s) for s in feature_shape)  # type: ignore[assignment]  # checked below
         if len(feature_shape) != 3 or min(feature_shape) < 1:
             raise ValueError(
                 f"feature_shape must be three positive ints (C, h, w), got {feature_shape}; "
@@ -69,7 +69,7 @@ class FeatureBuffer:
             raise ValueError(f"dtype must be a floating dtype, got {dtype}; use torch.float16 or torch.float32.")
 
         self._capacity = int(capacity)
-        self.feature_shape: tuple[int, int, int] = feature_shape  # type: ignore[assignment]
+        self.feature_shape: tuple[int, int, int] = feature_shape
         self.key_dim = int(key_dim)
         self.device = torch.device(device)
         self.dtype = dtype

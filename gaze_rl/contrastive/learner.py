@@ -18,101 +18,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
 from gaze_rl.contrastive.buffer import FeatureBuffer
+from gaze_rl.contrastive.config import ContrastiveConfig
 from gaze_rl.contrastive.losses import spread_regularizer, triplet_loss
-from gaze_rl.contrastive.mining import KNN_BACKENDS, TRIPLET_RULES, make_knn, mine_triplets, sample_anchors
-from gaze_rl.contrastive.returns import RETURN_LABELS, buffer_labels
+from gaze_rl.contrastive.mining import make_knn, mine_triplets, sample_anchors
+from gaze_rl.contrastive.returns import buffer_labels
 from gaze_rl.nets.attention import GazeParams
 from gaze_rl.nets.extractor import GazeExtractor
-
-
-# CLI types built from the registries, so a new rule or label is one registry entry.
-RuleName = Literal[TRIPLET_RULES]  # type: ignore[valid-type]
-LabelName = Literal[tuple(RETURN_LABELS)]  # type: ignore[valid-type]
-
-
-@dataclass
-class ContrastiveConfig:
-    """Settings of the return-guided contrastive loss (method `gaze`)."""
-
-    buffer_size: int = 100_000
-    """States kept in the circular feature buffer (paper default 100k; ablated at ~20k and 200k)."""
-    num_anchors: int = 128
-    """Anchors sampled per update (third-party port: 128)."""
-    k: int = 16
-    """Nearest neighbours searched per anchor; positives and negatives are taken from them."""
-    margin: float = 0.2
-    """Triplet margin on cosine distance."""
-    rule: RuleName = "class"
-    """Triplet rule (gaze_rl.contrastive.mining.MINING_RULES). 'class': positive = nearest neighbour on the anchor's side of the split, negative = nearest on the other side; 'threshold' (the paper's reading): positive above the split, negative at or below it, whatever the anchor's return; 'relative': higher / lower return than the anchor's."""
-    label: LabelName = "episode"
-    """Return label mining splits on (gaze_rl.contrastive.returns.RETURN_LABELS): 'to-go' (G_t), 'episode' (the whole episode's discounted return), 'detrended' (G_t minus the mean G at the same step index)."""
-    threshold: float | None = None
-    """Split of the 'class' / 'threshold' rules; None = the buffer's `quantile`, moved so both classes are non-empty (our choice)."""
-    quantile: float = 0.5
-    """Quantile of the labels used as the default split (0.5 = median)."""
-    exclude_window: int = -1
-    """Drop neighbours from the anchor's own episode within this many steps of it; 0 = keep all, -1 = the whole episode."""
-    steps_per_update: int = 8
-    """Contrastive Adam steps per update, each on freshly sampled anchors."""
-    shuffle_labels: bool = False
-    """Control (method gaze-shuffled): randomly permute the labels over the buffer at every step."""
-    triplet_weight: float = 0.1
-    """Weight of the triplet loss."""
-    spread_weight: float = 0.0
-    """Weight of the log-space spread regulariser towards `spread_target` (third-party port: 0.01). Off by default: on the synthetic signal benchmark it pinned sigma at the target and lowered the gaze's weight on the deciding cell (results/signal/); sigma_floor already prevents a point."""
-    spread_target: float = 0.45
-    """Sigma the spread regulariser pulls towards (grid units, the map spans [-1, 1])."""
-    projection_dim: int = 128
-    """Width of the linear projection of attended features the loss compares; 0 = none."""
-    key_dim: int = 256
-    """Dimension of the k-NN keys (random projection of the feature map)."""
-    learning_rate: float = 3e-4
-    """Adam learning rate of the gaze optimizer."""
-    update_every: int = 1
-    """Contrastive update every N training iterations (PPO rollouts / SAC train calls)."""
-    return_discount: float | None = None
-    """Discount of the stored return-to-go; None = the algorithm's gamma."""
-    knn_backend: Literal["auto", "faiss", "torch"] = "auto"
-    """'auto': a FAISS GPU index with faiss-gpu on CUDA, else exact torch (faster than a rebuilt flat FAISS index); 'faiss': FAISS IndexFlatIP."""
-    rl_trains_gaze: bool = False
-    """Also let RL gradients train the gaze head (the paper splits: contrastive only)."""
-
-    def __post_init__(self) -> None:
-        positive = {"buffer_size": self.buffer_size, "num_anchors": self.num_anchors, "k": self.k,
-                    "key_dim": self.key_dim, "update_every": self.update_every,
-                    "steps_per_update": self.steps_per_update}
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"contrastive {name} must be >= 1 (got {value})")
-        if self.k >= self.buffer_size:
-            raise ValueError(f"contrastive k ({self.k}) must be smaller than buffer_size ({self.buffer_size})")
-        if self.margin < 0 or self.triplet_weight < 0 or self.spread_weight < 0:
-            raise ValueError("contrastive margin and loss weights must be >= 0")
-        if self.spread_target <= 0:
-            raise ValueError(f"contrastive spread_target must be > 0 (got {self.spread_target})")
-        if self.rule not in TRIPLET_RULES:
-            raise ValueError(f"unknown triplet rule {self.rule!r}; valid choices: {', '.join(TRIPLET_RULES)}")
-        if self.label not in RETURN_LABELS:
-            raise ValueError(f"unknown return label {self.label!r}; valid choices: {', '.join(RETURN_LABELS)}")
-        if not 0.0 < self.quantile < 1.0:
-            raise ValueError(f"contrastive quantile must be in (0, 1) (got {self.quantile}); use 0.5 for the median")
-        if self.exclude_window < -1:
-            raise ValueError(f"contrastive exclude_window must be -1 (whole episode), 0 (off) or > 0 "
-                             f"(got {self.exclude_window})")
-        if self.knn_backend not in KNN_BACKENDS:
-            raise ValueError(f"unknown knn_backend {self.knn_backend!r}; valid choices: {', '.join(KNN_BACKENDS)}")
-        if self.return_discount is not None and not 0.0 <= self.return_discount <= 1.0:
-            raise ValueError(f"return_discount must be in [0, 1] (got {self.return_discount})")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class ContrastiveLearner:

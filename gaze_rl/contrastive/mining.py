@@ -10,7 +10,8 @@ attended features distinguishable. This module provides the two steps:
    keys' device, no extra dependency). :func:`make_knn` picks one.
 2. **Triplet mining** (:func:`mine_triplets`): among each anchor's neighbours,
    pick the nearest one the rule calls positive and the nearest one it calls
-   negative, vectorised over anchors. Rules live in :data:`MINING_RULES`.
+   negative, vectorised over anchors. Rules live in
+   :data:`gaze_rl.contrastive.rules.MINING_RULES`.
 
 FAISS is imported lazily so the package works without it.
 """
@@ -18,7 +19,6 @@ FAISS is imported lazily so the package works without it.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-KNN_BACKENDS = ("auto", "faiss", "torch")
+from gaze_rl.contrastive.config import KNN_BACKENDS
+from gaze_rl.contrastive.rules import MINING_RULES, TRIPLET_RULES
 
 _FAISS_FIX = (
     "install it with `pip install faiss-cpu`, or `pip install 'gaze_rl[faiss-gpu]'` (in place of faiss-cpu) for GPU search"
@@ -242,45 +243,6 @@ def return_threshold(returns: Tensor, quantile: float = 0.5) -> float | None:
     return float(split.clamp(distinct[0], distinct[-2]))
 
 
-# A mining rule turns the labels of each anchor's neighbours into (positive, negative) masks.
-# Arguments: neighbour labels (Q, k), anchor labels (Q, 1), the class split (None for rules
-# that need none). A new rule is one function plus one MINING_RULES entry.
-RuleFn = Callable[[Tensor, Tensor, "float | None"], tuple[Tensor, Tensor]]
-
-
-def _threshold_rule(neighbor: Tensor, anchor: Tensor, split: float | None) -> tuple[Tensor, Tensor]:
-    # Paper's reading (per the public reviews): high-return positive, low-return negative,
-    # whatever the anchor's own class.
-    return neighbor > split, neighbor <= split
-
-
-def _class_rule(neighbor: Tensor, anchor: Tensor, split: float | None) -> tuple[Tensor, Tensor]:
-    # Class-consistent: pulled towards its own side of the split, pushed from the other.
-    same = (neighbor > split) == (anchor > split)
-    return same, ~same
-
-
-def _relative_rule(neighbor: Tensor, anchor: Tensor, split: float | None) -> tuple[Tensor, Tensor]:
-    # Third-party port: higher return than the anchor's = positive, lower = negative.
-    return neighbor > anchor, neighbor < anchor
-
-
-@dataclass(frozen=True)
-class MiningRule:
-    fn: RuleFn
-    uses_split: bool
-    help: str
-
-
-MINING_RULES: dict[str, MiningRule] = {
-    "class": MiningRule(_class_rule, True, "positive: nearest neighbour on the anchor's side of the split; "
-                                           "negative: nearest on the other side"),
-    "threshold": MiningRule(_threshold_rule, True, "the paper's reading: positive above the split, negative at or "
-                                                   "below it, whatever the anchor's return"),
-    "relative": MiningRule(_relative_rule, False, "third-party port: positive = higher return than the anchor's, "
-                                                  "negative = lower"),
-}
-TRIPLET_RULES = tuple(MINING_RULES)
 
 
 def mine_triplets(

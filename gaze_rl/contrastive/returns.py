@@ -23,14 +23,13 @@ it never bootstraps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from gaze_rl.contrastive.buffer import FeatureBuffer
+from gaze_rl.contrastive.labels import RETURN_LABELS
 
 Observation = np.ndarray | dict[str, np.ndarray]
 
@@ -150,44 +149,11 @@ class EpisodeReturnTracker:
                 labels = episode_labels(np.asarray(self._rewards[i]), self.gamma, self._next_id)
                 self._next_id += 1
                 episode = self._obs[i]
-                stacked = {k: np.stack([o[k] for o in episode]) for k in obs} if isinstance(obs, dict) else np.stack(episode)
+                stacked: Observation = ({k: np.stack([o[k] for o in episode]) for k in obs} if isinstance(obs, dict)
+                                        else np.stack(episode))  # type: ignore[arg-type]  # arrays when obs is
                 finished.append((stacked, labels))
                 self._obs[i], self._rewards[i] = [], []
         return finished
-
-
-# A label turns the buffer's stored columns into the (N,) numbers mining splits on.
-LabelFn = Callable[["FeatureBuffer"], Tensor]
-
-
-def _to_go(buffer: FeatureBuffer) -> Tensor:
-    return buffer.returns
-
-
-def _episode(buffer: FeatureBuffer) -> Tensor:
-    return buffer.episode_returns
-
-
-def _detrended(buffer: FeatureBuffer) -> Tensor:
-    # G_t minus the mean G of the buffer's finite states at the same step index.
-    to_go, steps = buffer.returns, buffer.steps
-    finite = torch.isfinite(to_go)
-    sums = torch.zeros(int(steps.max()) + 1, device=to_go.device).index_add_(0, steps, torch.where(finite, to_go, 0.0))
-    counts = torch.zeros_like(sums).index_add_(0, steps, finite.float())
-    return to_go - sums[steps] / counts[steps].clamp_min(1.0)
-
-
-@dataclass(frozen=True)
-class ReturnLabel:
-    fn: LabelFn
-    help: str
-
-
-RETURN_LABELS: dict[str, ReturnLabel] = {
-    "to-go": ReturnLabel(_to_go, "discounted return-to-go G_t"),
-    "episode": ReturnLabel(_episode, "discounted return of the whole episode, the same for all its states"),
-    "detrended": ReturnLabel(_detrended, "G_t minus the buffer's mean G at the same step index"),
-}
 
 
 def buffer_labels(buffer: FeatureBuffer, label: str) -> Tensor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import difflib
 import functools
 import signal
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
@@ -14,47 +14,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from gaze_rl.envs.batched import ManiSkillBatchedVecEnv
 from gaze_rl.envs.fast_render import resolve_render_quality
 from gaze_rl.envs.single import default_render_backend, make_single_env
+from gaze_rl.envs.spec import OBS_MODES, SIM_BACKENDS, TESTED_ENV_IDS, EnvSpec
 from gaze_rl.envs.variants import VARIANTS, task_env_id
-
-SIM_BACKENDS = ("auto", "physx_cpu", "physx_cuda")
-OBS_MODES = ("rgb", "rgb+state")
-# Tasks whose pixel pipeline is covered by the test-suite; any registered ManiSkill3 id works.
-TESTED_ENV_IDS = ("PushT-v1", "PokeCube-v1", "PushCube-v1", "PickCube-v1")
-
-SimBackend = Literal["auto", "physx_cpu", "physx_cuda"]
-ObsMode = Literal["rgb", "rgb+state"]
-Variant = Literal["none", "clutter", "lighting"]
-RenderQuality = Literal["auto", "fast", "full"]
-
-
-@dataclass
-class EnvSpec:
-    """Everything that defines the env a policy sees (saved with each run and checkpoint)."""
-
-    env_id: str = "PushT-v1"
-    """ManiSkill3 task id, e.g. PushT-v1, PokeCube-v1, PushCube-v1, PickCube-v1."""
-    num_envs: int = 2
-    """Parallel envs: CPU processes with physx_cpu, sub-envs of one GPU sim with physx_cuda."""
-    image_size: int = 64
-    """Camera width and height in pixels (ManiSkill's default camera is 128)."""
-    obs_mode: ObsMode = "rgb+state"
-    """'rgb': pixels only; 'rgb+state': pixels plus flattened proprioception and task state."""
-    sim_backend: SimBackend = "auto"
-    """'auto' picks physx_cuda (batched, one process) with CUDA, else physx_cpu (one process per env)."""
-    control_mode: str | None = "pd_joint_delta_pos"
-    """ManiSkill controller; None keeps the task's default."""
-    reward_scale: float = 1.0
-    """Multiplies rewards seen by the learner (logged returns stay unscaled)."""
-    ignore_terminations: bool = True
-    """Run every episode to the time limit (success does not end it), as ManiSkill does for PushT."""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments for gym.make (task options such as robot_uids)."""
-    variant: Variant = "none"
-    """Visual robustness variant: 'clutter' (random visual distractors) or 'lighting' (random lights)."""
-    render_quality: RenderQuality = "auto"
-    """'fast': level-of-detail meshes + a cheap vertex shader (~5-8x less CPU per step with software rendering, real
-    SAPIEN frames, same segmentation ids; gaze_rl.envs.fast_render); 'full': stock ManiSkill;
-    'auto': fast where SAPIEN renders on the CPU (lavapipe), full on a GPU."""
+from gaze_rl.errors import ConfigError
 
 
 class WorkerGuard(VecEnvWrapper):
@@ -95,14 +57,14 @@ class WorkerGuard(VecEnvWrapper):
 def resolve_sim_backend(sim_backend: str) -> str:
     """Checks a backend name and resolves 'auto' for this machine."""
     if sim_backend not in SIM_BACKENDS:
-        raise ValueError(f"unknown sim_backend {sim_backend!r}; valid choices: {', '.join(SIM_BACKENDS)}")
+        raise ConfigError(f"unknown sim_backend {sim_backend!r}; valid choices: {', '.join(SIM_BACKENDS)}")
     if sim_backend == "auto":
         return "physx_cuda" if torch.cuda.is_available() else "physx_cpu"
     return sim_backend
 
 
 def check_env_id(env_id: str) -> None:
-    """Raises a ValueError listing the valid ids when `env_id` is not a registered ManiSkill3 task."""
+    """Raises a ConfigError listing the valid ids when `env_id` is not a registered ManiSkill3 task."""
     import mani_skill.envs  # noqa: F401  (registers the tasks)
     from mani_skill.utils.registration import REGISTERED_ENVS
 
@@ -111,7 +73,7 @@ def check_env_id(env_id: str) -> None:
     close = difflib.get_close_matches(env_id, REGISTERED_ENVS, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     # One short line: the registry holds ~100 ids (print them with mani_skill's REGISTERED_ENVS).
-    raise ValueError(
+    raise ConfigError(
         f"unknown env id {env_id!r}.{hint} Tested: {', '.join(TESTED_ENV_IDS)}; "
         f"{len(REGISTERED_ENVS)} registered ManiSkill3 ids are listed by: python -c \"import mani_skill.envs; "
         "from mani_skill.utils.registration import REGISTERED_ENVS; print(*sorted(REGISTERED_ENVS))\""
@@ -121,18 +83,21 @@ def check_env_id(env_id: str) -> None:
 def check_spec(spec: EnvSpec) -> None:
     """Validates an EnvSpec before any process is started."""
     if spec.obs_mode not in OBS_MODES:
-        raise ValueError(f"unknown obs_mode {spec.obs_mode!r}; valid choices: {', '.join(OBS_MODES)}")
+        raise ConfigError(f"unknown obs_mode {spec.obs_mode!r}; valid choices: {', '.join(OBS_MODES)}")
     if spec.num_envs < 1:
-        raise ValueError(f"num_envs must be >= 1 (got {spec.num_envs})")
+        raise ConfigError(f"num_envs must be >= 1 (got {spec.num_envs})")
     if spec.image_size < 16:
-        raise ValueError(f"image_size must be >= 16 pixels (got {spec.image_size}); 64 or 128 are usual")
+        raise ConfigError(f"image_size must be >= 16 pixels (got {spec.image_size}); 64 or 128 are usual")
     resolve_sim_backend(spec.sim_backend)
     check_env_id(spec.env_id)
     if spec.variant not in VARIANTS:
-        raise ValueError(f"unknown variant {spec.variant!r}; valid choices: {', '.join(VARIANTS)}")
-    resolve_render_quality(spec.render_quality, default_render_backend())  # raises naming the choices
+        raise ConfigError(f"unknown variant {spec.variant!r}; valid choices: {', '.join(VARIANTS)}")
+    try:
+        resolve_render_quality(spec.render_quality, default_render_backend())
+    except ValueError as err:  # names the choices
+        raise ConfigError(str(err)) from None
     if spec.render_quality == "fast" and resolve_sim_backend(spec.sim_backend) == "physx_cuda":
-        raise ValueError("render_quality 'fast' is for CPU physics (one process per env); with physx_cuda "
+        raise ConfigError("render_quality 'fast' is for CPU physics (one process per env); with physx_cuda "
                          "SAPIEN renders on the GPU: use render_quality 'full' or 'auto', or sim_backend 'physx_cpu'")
 
 
@@ -173,7 +138,7 @@ def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **over
         )
     else:
         # Render on the GPU when there is one, even with CPU physics.
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             image_size=spec.image_size, include_state=include_state, control_mode=spec.control_mode,
             reward_scale=spec.reward_scale, ignore_terminations=spec.ignore_terminations,
             render_quality=spec.render_quality, render_backend=default_render_backend(), env_kwargs=spec.env_kwargs,

@@ -3,8 +3,8 @@
 A checkpoint is one `torch.save` file of plain data (loadable with `weights_only=True`, so
 loading runs no pickled code): `{"format", "architecture", "state_dict"}`. The state dict is the
 SB3 policy's (`MultiInputActorCriticPolicy` for PPO, SAC's policy with actor, critics and target
-critics), built exactly as `gaze-rl train` builds it (`train.build_model`). The architecture
-records what must match for the weights to mean the same thing in RL: algorithm, attention kind,
+critics), built exactly as `gaze-rl train` builds it (`gaze_rl.build.build_model`). The architecture
+records what must match (`gaze_rl.build.train_architecture`) for the weights to mean the same thing in RL: algorithm, attention kind,
 backbone, gaze options, image size, observation mode, control mode, the preset's policy kwargs and
 the extractor options (pruning, multi-level features; pretraining uses their defaults).
 """
@@ -16,31 +16,12 @@ from typing import Any
 
 import torch
 
+from gaze_rl.errors import ConfigError
+
 FORMAT = "gaze_rl.pretrained_policy/1"
 # Fields whose mismatch makes the weights unusable (or mean something else, e.g. actions).
 MUST_MATCH = ("algo", "attention", "backbone", "gaze", "image_size", "obs_mode", "control_mode", "policy_kwargs",
               "extractor_options")
-# TrainConfig fields that change the extractor's layers (DeepVision-VLA options), when present.
-_EXTRACTOR_OPTIONS = ("prune_top_k", "prune_source", "multi_level")
-
-
-def train_architecture(cfg: Any) -> dict[str, Any]:
-    """The architecture a TrainConfig builds (see the module docstring)."""
-    from gaze_rl.nets.extractor import METHOD_ATTENTION
-    from gaze_rl.presets import load_preset
-    from gaze_rl.train import backbone_for, env_spec_for
-
-    preset = load_preset(cfg.algo, cfg.env_id)
-    attention = METHOD_ATTENTION[cfg.method]
-    backbone = backbone_for(cfg)
-    return {
-        "algo": cfg.algo, "method": cfg.method, "attention": attention, "backbone": backbone,
-        "gaze": cfg.gaze.as_kwargs() if attention == "gaussian" else {},
-        "image_size": cfg.image_size, "obs_mode": cfg.obs_mode,
-        "control_mode": env_spec_for(cfg, preset).control_mode, "env_id": cfg.env_id,
-        "policy_kwargs": dict(preset.policy),
-        "extractor_options": {k: getattr(cfg, k) for k in _EXTRACTOR_OPTIONS if hasattr(cfg, k)},
-    }
 
 
 def save_pretrained(policy: torch.nn.Module, architecture: dict[str, Any], path: Path) -> None:
@@ -57,15 +38,15 @@ def read_pretrained(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"pretrained policy {path} does not exist; pass RUN/checkpoints/final.pt of a "
                                 "`gaze-rl pretrain` run")
     if path.suffix == ".zip":
-        raise ValueError(f"{path} is an SB3 model archive; --init-from takes the .pt file that `gaze-rl pretrain` "
+        raise ConfigError(f"{path} is an SB3 model archive; --init-from takes the .pt file that `gaze-rl pretrain` "
                          "writes beside it (RUN/checkpoints/final.pt)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, or one that needs pickled code
-        raise ValueError(f"{path} is not a gaze_rl pretrained policy ({type(err).__name__}: {err}); pass "
+        raise ConfigError(f"{path} is not a gaze_rl pretrained policy ({type(err).__name__}: {err}); pass "
                          "RUN/checkpoints/final.pt of a `gaze-rl pretrain` run") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a gaze_rl pretrained policy (format {FORMAT}); pass "
+        raise ConfigError(f"{path} is not a gaze_rl pretrained policy (format {FORMAT}); pass "
                          "RUN/checkpoints/final.pt of a `gaze-rl pretrain` run")
     return data
 
@@ -74,20 +55,6 @@ def architecture_mismatches(pretrained: dict[str, Any], wanted: dict[str, Any]) 
     """Human-readable differences in MUST_MATCH fields (empty when compatible)."""
     return [f"{key}: pretrained {pretrained.get(key)!r}, this run {wanted.get(key)!r}"
             for key in MUST_MATCH if pretrained.get(key) != wanted.get(key)]
-
-
-def check_init_from(path: Path, cfg: Any) -> dict[str, Any]:
-    """Raises (naming every difference) unless the checkpoint fits the TrainConfig; returns it."""
-    data = read_pretrained(path)
-    wanted = train_architecture(cfg)
-    mismatches = architecture_mismatches(data["architecture"], wanted)
-    if mismatches:
-        raise ValueError(
-            f"--init-from {path} was pretrained with another architecture: " + "; ".join(mismatches)
-            + ". Train with the pretrained settings (e.g. --algo/--method/--image-size/--control-mode as in its "
-            "config.json) or pretrain again with this run's settings"
-        )
-    return data
 
 
 def load_state_into(policy: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -103,16 +70,5 @@ def load_state_into(policy: torch.nn.Module, state_dict: dict[str, torch.Tensor]
             if items:
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{label}: {', '.join(items[:5])}{more}")
-        raise ValueError(f"the policy in {source} does not fit this model: {'; '.join(parts)}")
+        raise ConfigError(f"the policy in {source} does not fit this model: {'; '.join(parts)}")
     policy.load_state_dict(state_dict, strict=True)
-
-
-def init_from_pretrained(model: Any, path: Path, cfg: Any) -> None:
-    """Loads a pretrained policy into a GazePPO / GazeSAC model built from `cfg`."""
-    data = check_init_from(path, cfg)
-    if data["architecture"].get("env_id") != cfg.env_id:
-        print(f"note: {path} was pretrained on {data['architecture'].get('env_id')}, this run is {cfg.env_id}")
-    load_state_into(model.policy, data["state_dict"], str(path))
-    if hasattr(model, "critic_target") and hasattr(model, "critic"):
-        # SAC: the target critics start equal to the (loaded) critics, as SB3 does at construction.
-        model.critic_target.load_state_dict(model.critic.state_dict())

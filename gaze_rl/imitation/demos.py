@@ -28,18 +28,18 @@ demonstration of T steps with
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import gymnasium as gym
 import h5py
 import numpy as np
 
 from gaze_rl.config import DemosConfig
+from gaze_rl.errors import ConfigError
 from gaze_rl.segmentation.envs import Frame, make_segmented_env, segmentation_names
 
 FORMAT = "gaze_rl.demos/1"
@@ -195,7 +195,7 @@ class Replayer:
                  include_state: bool = True):
         target = source_control_mode if control_mode == SOURCE_CONTROL_MODE else control_mode
         if target != source_control_mode and target not in CONVERSIONS.get(source_control_mode, ()):
-            raise ValueError(
+            raise ConfigError(
                 f"cannot convert demonstrations from {source_control_mode!r} to {target!r} (ManiSkill converts "
                 f"{_conversions_text()}); pass "
                 f"--control-mode source to keep {source_control_mode!r}, and train RL with "
@@ -256,6 +256,7 @@ def plan_and_replay(cfg: DemosConfig, out: Path) -> tuple[DemoSet, ReplayStats]:
     import mani_skill.envs  # noqa: F401
     from mani_skill.utils.wrappers.record import RecordEpisode
 
+    assert cfg.env_id is not None  # DemosConfig: --env-id or --from-h5
     solutions = motion_planning_solutions()
     solve = solutions[cfg.env_id]
     num = cfg.num if cfg.num is not None else DEFAULT_NUM
@@ -268,7 +269,7 @@ def plan_and_replay(cfg: DemosConfig, out: Path) -> tuple[DemoSet, ReplayStats]:
         record_reward=False, save_on_reset=False,
     )
     replayer = Replayer(cfg.env_id, "pd_joint_pos", cfg.control_mode, cfg.image_size, cfg.include_state)
-    stats, demos = ReplayStats(requested=num), []
+    stats, demos = ReplayStats(requested=num), cast("list[Demo]", [])
     bar = _progress(num, f"demos {cfg.env_id}", cfg.progress_bar)
     try:
         for seed in range(cfg.seed, cfg.seed + max_attempts):
@@ -319,39 +320,39 @@ def read_maniskill_trajectories(path: Path) -> tuple[dict[str, Any], list[dict[s
         raise FileNotFoundError(f"trajectory file {path} does not exist")
     json_path = path.with_suffix(".json")
     if not json_path.is_file():
-        raise ValueError(
+        raise ConfigError(
             f"{path} has no {json_path.name} beside it; ManiSkill writes one with every trajectory file "
             "(it holds the task id, seeds and control mode): copy it next to the .h5"
         )
     meta = json.loads(json_path.read_text())
     env_info = meta.get("env_info") or {}
     if "env_id" not in env_info or "episodes" not in meta:
-        raise ValueError(f"{json_path} lacks env_info.env_id or episodes; it is not a ManiSkill trajectory json")
+        raise ConfigError(f"{json_path} lacks env_info.env_id or episodes; it is not a ManiSkill trajectory json")
     default_mode = (env_info.get("env_kwargs") or {}).get("control_mode") or "pd_joint_pos"
     episodes = []
     with h5py.File(path, "r") as f:
         for episode in meta["episodes"]:
             traj = f"traj_{episode['episode_id']}"
             if traj not in f or "actions" not in f[traj]:
-                raise ValueError(
+                raise ConfigError(
                     f"{path} has no {traj}/actions (listed in {json_path.name}); gaze-rl replays actions "
                     "from each episode's seed, so the file needs them (ManiSkill's RecordEpisode writes them)"
                 )
             if isinstance(f[traj]["actions"], h5py.Group):
-                raise ValueError(f"{path}: {traj}/actions is a dict of actions (multi-agent); only flat "
+                raise ConfigError(f"{path}: {traj}/actions is a dict of actions (multi-agent); only flat "
                                  "action vectors are supported")
             reset_kwargs = dict(episode.get("reset_kwargs") or {})
             seed = reset_kwargs.pop("seed", episode.get("episode_seed"))
             if isinstance(seed, list):
                 seed = seed[0]
             if seed is None:
-                raise ValueError(f"{json_path}: episode {episode['episode_id']} has no episode_seed or "
+                raise ConfigError(f"{json_path}: episode {episode['episode_id']} has no episode_seed or "
                                  "reset_kwargs.seed; without it the episode cannot be replayed")
             episodes.append(dict(episode_id=int(episode["episode_id"]), seed=int(seed),
                                  control_mode=episode.get("control_mode") or default_mode,
                                  reset_kwargs=reset_kwargs, actions=f[traj]["actions"][:]))
     if not episodes:
-        raise ValueError(f"{json_path} lists no episodes")
+        raise ConfigError(f"{json_path} lists no episodes")
     return env_info, episodes
 
 
@@ -360,14 +361,14 @@ def convert_trajectories(cfg: DemosConfig, path: Path) -> tuple[DemoSet, ReplayS
     env_info, episodes = read_maniskill_trajectories(path)
     env_id = env_info["env_id"]
     if cfg.env_id and cfg.env_id != env_id:
-        raise ValueError(f"{path} holds {env_id} trajectories but --env-id is {cfg.env_id}; drop --env-id "
+        raise ConfigError(f"{path} holds {env_id} trajectories but --env-id is {cfg.env_id}; drop --env-id "
                          "or pass the matching one")
     modes = {e["control_mode"] for e in episodes}
     if len(modes) > 1:
-        raise ValueError(f"{path} mixes control modes {sorted(modes)}; split it per control mode")
+        raise ConfigError(f"{path} mixes control modes {sorted(modes)}; split it per control mode")
     replayer = Replayer(env_id, modes.pop(), cfg.control_mode, cfg.image_size, cfg.include_state)
     wanted = min(cfg.num, len(episodes)) if cfg.num is not None else len(episodes)
-    stats, demos = ReplayStats(requested=wanted), []
+    stats, demos = ReplayStats(requested=wanted), cast("list[Demo]", [])
     bar = _progress(wanted, f"replay {env_id}", cfg.progress_bar)
     try:
         for episode in episodes:
@@ -436,15 +437,15 @@ def load_demos(path: Path) -> DemoSet:
             hint = (f"it looks like a ManiSkill trajectory file without rendered observations: convert it with "
                     f"`gaze-rl demos --from-h5 {file} --out DIR`" if looks_raw else
                     "write demonstrations with `gaze-rl demos --out DIR` (or convert ManiSkill trajectories "
-                    f"with `gaze-rl demos --from-h5 FILE.h5 --out DIR`)")
-            raise ValueError(f"{file} is not a gaze_rl demonstrations file (format {FORMAT}); {hint}")
+                    "with `gaze-rl demos --from-h5 FILE.h5 --out DIR`)")
+            raise ConfigError(f"{file} is not a gaze_rl demonstrations file (format {FORMAT}); {hint}")
         cameras = json.loads(f.attrs["cameras"])
         demos = []
         for key in sorted((k for k in f if k.startswith("traj_")), key=lambda k: int(k.split("_")[1])):
             g = f[key]
             missing = [k for k in _REQUIRED if k not in g]
             if missing:
-                raise ValueError(f"{file}: {key} lacks {missing}; the file is incomplete, regenerate it with "
+                raise ConfigError(f"{file}: {key} lacks {missing}; the file is incomplete, regenerate it with "
                                  "`gaze-rl demos`")
             demos.append(Demo(
                 rgb=g["obs/rgb"][:], state=g["obs/state"][:], actions=g["actions"][:],
@@ -457,69 +458,9 @@ def load_demos(path: Path) -> DemoSet:
                 seed=int(g.attrs.get("seed", -1)), source_episode_id=int(g.attrs.get("source_episode_id", -1)),
             ))
         if not demos:
-            raise ValueError(f"{file} holds no demonstrations")
+            raise ConfigError(f"{file} holds no demonstrations")
         return DemoSet(demos, str(f.attrs["env_id"]), str(f.attrs["control_mode"]), int(f.attrs["image_size"]),
                        bool(f.attrs["include_state"]), cameras,
                        {int(k): v for k, v in json.loads(f.attrs["segmentation_names"]).items()},
                        np.asarray(f.attrs["action_low"], np.float32), np.asarray(f.attrs["action_high"], np.float32),
                        path=file)
-
-
-def validate_demos_config(cfg: DemosConfig) -> None:
-    """Checks what can be checked before any env starts."""
-    from gaze_rl.envs.factory import check_env_id
-
-    if cfg.image_size < 16:
-        raise ValueError(f"image_size must be >= 16 pixels (got {cfg.image_size}); 64 or 128 are usual")
-    if cfg.num is not None and cfg.num < 1:
-        raise ValueError(f"num must be >= 1 (got {cfg.num})")
-    if cfg.from_h5 is None:
-        if cfg.env_id is None:
-            raise ValueError("pass --env-id (the task to generate demonstrations for) or --from-h5 FILE.h5")
-        check_env_id(cfg.env_id)
-        solutions = motion_planning_solutions()
-        if cfg.env_id not in solutions:
-            raise ValueError(
-                f"ManiSkill3 has no motion-planning solution for {cfg.env_id}; tasks with one: "
-                f"{', '.join(sorted(solutions))}. For other tasks convert your own trajectories with --from-h5"
-            )
-    else:
-        read_maniskill_trajectories(cfg.from_h5)  # raises on missing files / keys
-
-
-def default_out(cfg: DemosConfig) -> Path:
-    name = cfg.env_id or Path(cfg.from_h5).stem
-    return Path("demos") / f"{name}__{cfg.image_size}px__{cfg.control_mode}"
-
-
-def generate(cfg: DemosConfig) -> Path:
-    """`gaze-rl demos`: generates or converts demonstrations; returns the output directory."""
-    validate_demos_config(cfg)
-    out = Path(cfg.out) if cfg.out is not None else default_out(cfg)
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            raise FileExistsError(f"{out} already exists and is not empty; pick another --out or pass --overwrite")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    if cfg.from_h5 is None:
-        demo_set, stats = plan_and_replay(cfg, out)
-        source = "motionplanning"
-    else:
-        demo_set, stats = convert_trajectories(cfg, Path(cfg.from_h5))
-        source = str(cfg.from_h5)
-    write_demos(demo_set, out / "demos.h5")
-    meta = {
-        "format": FORMAT, "env_id": demo_set.env_id, "control_mode": demo_set.control_mode,
-        "image_size": demo_set.image_size, "include_state": demo_set.include_state, "cameras": demo_set.cameras,
-        "source": source, "written": stats.written, "requested": stats.requested,
-        "failed_plans": stats.failed_plans, "failed_replays": stats.failed_replays, "seeds": stats.seeds,
-        "lengths": stats.lengths, "seconds": round(time.perf_counter() - start, 1),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-        "command": " ".join(sys.argv),
-    }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"{demo_set.env_id}: wrote {stats.written} demonstrations ({stats.failed_plans} failed plans, "
-          f"{stats.failed_replays} failed replays dropped; lengths {min(stats.lengths)}-{max(stats.lengths)} "
-          f"steps, control mode {demo_set.control_mode}) to {out / 'demos.h5'} in {meta['seconds']} s")
-    return out

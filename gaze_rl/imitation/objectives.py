@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from gaze_rl.errors import ConfigError
 from gaze_rl.nets.extractor import GazeExtractor
 from gaze_rl.segmentation.on_target import ATTENTION_MODES, PolicyAttention, has_attention_map, policy_attention
 
@@ -61,16 +62,16 @@ def saliency_mse(grid: Tensor, target: Tensor) -> Tensor:
 def resolve_attention_mode(extractor: object, objective: str, mode: str) -> str:
     """"map" or "features" for an objective and a policy; raises when the policy lacks it."""
     if mode not in ATTENTION_MODES:
-        raise ValueError(f"unknown attention mode {mode!r}; valid choices: {', '.join(ATTENTION_MODES)}")
+        raise ConfigError(f"unknown attention mode {mode!r}; valid choices: {', '.join(ATTENTION_MODES)}")
     if not isinstance(extractor, GazeExtractor):
-        raise ValueError(
+        raise ConfigError(
             f"attention objectives need gaze_rl's GazeExtractor (got {type(extractor).__name__}); build the policy "
             "with gaze_policy_kwargs(...) or use --objective none"
         )
     if mode == "auto":
         return "map" if objective == "gaze-kl" and has_attention_map(extractor) else "features"
     if mode == "map" and not has_attention_map(extractor):
-        raise ValueError(
+        raise ConfigError(
             "--attention map needs a policy with an attention map (--method patch, foveal or gaze); the baseline "
             "CNN has none: use --attention features (softmax over its feature map) or --attention auto"
         )
@@ -88,16 +89,16 @@ class AttentionObjective:
     :param beta: temperature of the feature softmax (AutoFocus-IL: 50).
     """
 
-    def __init__(self, name: str, extractor: object, weight: float | None = None, mode: str = "auto",
+    def __init__(self, name: str, extractor: GazeExtractor, weight: float | None = None, mode: str = "auto",
                  beta: float = 50.0):
         if name not in OBJECTIVES:
-            raise ValueError(f"unknown objective {name!r}; valid choices: {', '.join(OBJECTIVES)}")
+            raise ConfigError(f"unknown objective {name!r}; valid choices: {', '.join(OBJECTIVES)}")
         if beta <= 0:
-            raise ValueError(f"beta must be > 0 (got {beta}); AutoFocus-IL uses 50")
+            raise ConfigError(f"beta must be > 0 (got {beta}); AutoFocus-IL uses 50")
         self.name = name
         self.weight = DEFAULT_WEIGHTS[name] if weight is None else float(weight)
         if self.weight < 0:
-            raise ValueError(f"objective weight must be >= 0 (got {self.weight})")
+            raise ConfigError(f"objective weight must be >= 0 (got {self.weight})")
         self.beta = beta
         self.mode = resolve_attention_mode(extractor, name, mode) if name != "none" else "none"
         self.extractor = extractor

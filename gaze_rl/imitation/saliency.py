@@ -19,13 +19,15 @@ Then, for every source:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import cv2
 import h5py
 import numpy as np
 
+from gaze_rl.errors import ConfigError
 from gaze_rl.segmentation.targets import TaskTargets, pool_to_grid
 
 SHAPES = ("gaussian", "mask")
@@ -76,9 +78,9 @@ class OracleSaliency:
                  actors: Sequence[str] | None = None, shape: str = "gaussian", sigma: float = 0.06,
                  camera: str | None = None):
         if shape not in SHAPES:
-            raise ValueError(f"unknown saliency shape {shape!r}; valid choices: {', '.join(SHAPES)}")
+            raise ConfigError(f"unknown saliency shape {shape!r}; valid choices: {', '.join(SHAPES)}")
         if sigma <= 0:
-            raise ValueError(f"saliency sigma must be > 0 (got {sigma}); it is a fraction of the image side")
+            raise ConfigError(f"saliency sigma must be > 0 (got {sigma}); it is a fraction of the image side")
         self.targets = TaskTargets(env_id, segmentation_names, actor_names, actors, radius=sigma, camera=camera)
         self.resolver = self.targets.resolver
         self.shape, self.sigma, self.camera = shape, sigma, camera
@@ -87,7 +89,7 @@ class OracleSaliency:
         if self.camera is None:
             return next(iter(demo.segmentation))
         if self.camera not in demo.segmentation:
-            raise ValueError(f"camera {self.camera!r} not recorded; cameras: {', '.join(demo.segmentation)}")
+            raise ConfigError(f"camera {self.camera!r} not recorded; cameras: {', '.join(demo.segmentation)}")
         return self.camera
 
     def frame(self, segmentation: np.ndarray, positions: dict[str, np.ndarray], intrinsic: np.ndarray,
@@ -100,8 +102,8 @@ class OracleSaliency:
             out = gaussian_blobs([(x, y) for _, x, y, _ in centres], height, width, sigma_px)
         else:
             mask = self.resolver.mask(segmentation).astype(np.float32)
-            out = cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma_px, borderType=cv2.BORDER_CONSTANT)
-            out += gaussian_blobs([(x, y) for _, x, y, visible in centres if not visible], height, width, sigma_px)
+            blurred = cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma_px, borderType=cv2.BORDER_CONSTANT)
+            out = blurred + gaussian_blobs([(x, y) for _, x, y, visible in centres if not visible], height, width, sigma_px)
         return minmax(out)
 
     def maps(self, index: int, demo) -> np.ndarray:
@@ -154,25 +156,25 @@ class HeatmapSaliency:
                     else:
                         arrays[key] = item[:]
         else:
-            raise ValueError(f"heatmap file {path} must be .npz or .h5 (one (frames, H, W) array per demonstration)")
+            raise ConfigError(f"heatmap file {path} must be .npz or .h5 (one (frames, H, W) array per demonstration)")
         height = width = demo_set.image_size
         self.heatmaps = []
         for i, demo in enumerate(demo_set.demos):
             key = f"traj_{i}"
             if key not in arrays:
-                raise ValueError(f"{path} has no heatmaps for demonstration {i} (key {key!r}; found "
+                raise ConfigError(f"{path} has no heatmaps for demonstration {i} (key {key!r}; found "
                                  f"{', '.join(sorted(arrays)) or 'nothing'}); write one (frames, H, W) array per "
                                  "demonstration, named traj_<i> after demos.h5")
             maps = np.asarray(arrays[key], dtype=np.float32)
             steps = len(demo)
             if maps.ndim != 3 or maps.shape[1:] != (height, width):
-                raise ValueError(f"{path}: {key} has shape {maps.shape}, expected (frames, {height}, {width}); "
+                raise ConfigError(f"{path}: {key} has shape {maps.shape}, expected (frames, {height}, {width}); "
                                  f"resize heatmaps to the demonstrations' {height}x{width} images")
             if maps.shape[0] not in (steps, steps + 1):
-                raise ValueError(f"{path}: {key} has {maps.shape[0]} frames but demonstration {i} has {steps + 1} "
+                raise ConfigError(f"{path}: {key} has {maps.shape[0]} frames but demonstration {i} has {steps + 1} "
                                  f"observations ({steps} actions); give one map per observation (or per action)")
             if not np.isfinite(maps).all() or (maps < 0).any():
-                raise ValueError(f"{path}: {key} has negative or non-finite values; heatmaps must be >= 0")
+                raise ConfigError(f"{path}: {key} has negative or non-finite values; heatmaps must be >= 0")
             if maps.shape[0] == steps:
                 maps = np.concatenate([maps, maps[-1:]], axis=0)
             self.heatmaps.append(minmax(maps))
@@ -190,9 +192,9 @@ def temporal_aggregate(maps: np.ndarray, alpha: float = 0.7, window: int | None 
     :param window: number of frames summed (None = every past frame of the episode).
     """
     if not 0.0 <= alpha < 1.0:
-        raise ValueError(f"temporal alpha must be in [0, 1) (got {alpha}); AutoFocus-IL uses 0.7")
+        raise ConfigError(f"temporal alpha must be in [0, 1) (got {alpha}); AutoFocus-IL uses 0.7")
     if window is not None and window < 1:
-        raise ValueError(f"temporal window must be >= 1 frames (got {window})")
+        raise ConfigError(f"temporal window must be >= 1 frames (got {window})")
     maps = np.asarray(maps, dtype=np.float64)
     out = np.zeros_like(maps)
     if window is None:
@@ -214,7 +216,7 @@ def grid_distribution(maps: np.ndarray, height: int, width: int, eps: float = 0.
     :return: (..., height, width) float32, each map sums to 1.
     """
     if eps < 0:
-        raise ValueError(f"saliency eps must be >= 0 (got {eps})")
+        raise ConfigError(f"saliency eps must be >= 0 (got {eps})")
     pooled = pool_to_grid(maps, height, width)
     cells = height * width
     total = pooled.sum(axis=(-2, -1), keepdims=True)

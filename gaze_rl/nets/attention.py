@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gaze_rl.nets.gaze_shape import check_gaze_shape, check_normalize_mode
+
 ATTENTION_KINDS = ("none", "patch", "gaussian")
-NORMALIZE_MODES = ("peak", "sum")
 
 # Number of raw head outputs per Gaussian: (mu_x, mu_y, sigma_x, sigma_y, rho, mix).
 _RAW_PER_GAUSSIAN = 6
@@ -124,11 +125,6 @@ def gaussian_maps(mu: Tensor, sigma: Tensor, rho: Tensor, height: int, width: in
     return _gaussian_log_maps(mu, sigma, rho, height, width).exp()
 
 
-def _check_normalize_mode(mode: str) -> None:
-    if mode not in NORMALIZE_MODES:
-        raise ValueError(f"unknown normalize mode {mode!r}; valid modes are {NORMALIZE_MODES}")
-
-
 def normalize_map(a: Tensor, mode: str) -> Tensor:
     """Normalise a non-negative attention map per sample.
 
@@ -137,7 +133,7 @@ def normalize_map(a: Tensor, mode: str) -> Tensor:
         ``"sum"`` divides by the per-sample sum (sums to 1).
     :return: normalised map of the same shape.
     """
-    _check_normalize_mode(mode)
+    check_normalize_mode(mode)
     flat = a.flatten(1)
     scale = flat.amax(dim=1) if mode == "peak" else flat.sum(dim=1)
     return a / scale.clamp_min(_EPS)[:, None, None]
@@ -172,7 +168,7 @@ def gaze_map(params: GazeParams, height: int, width: int, normalize: str = "peak
 
     :return: ``(B, height, width)`` map (peak 1 for ``"peak"``, sum 1 for ``"sum"``).
     """
-    _check_normalize_mode(normalize)
+    check_normalize_mode(normalize)
     log_g = _gaussian_log_maps(params.mu, params.sigma, params.rho, height, width)
     # Clamping keeps log finite (and its gradient free of 0 * inf) when a weight underflows.
     log_mix = params.mix.clamp_min(torch.finfo(params.mix.dtype).tiny).log()
@@ -230,7 +226,7 @@ class PatchAttention(nn.Module):
     def __init__(self, channels: int, height: int, width: int, normalize: str = "peak") -> None:
         super().__init__()
         _check_spatial_size(height, width)
-        _check_normalize_mode(normalize)
+        check_normalize_mode(normalize)
         self.shape = (channels, height, width)
         self.normalize = normalize
         self.logits = nn.Conv2d(channels, 1, kernel_size=1)
@@ -293,26 +289,7 @@ class GaussianGaze(nn.Module):
     ) -> None:
         super().__init__()
         _check_spatial_size(height, width)
-        _check_normalize_mode(normalize)
-        if num_gaussians < 1:
-            raise ValueError(
-                f"num_gaussians must be >= 1 (got {num_gaussians}); use 1 for the paper's single gaze"
-            )
-        if sigma_floor <= 0:
-            raise ValueError(
-                f"sigma_floor must be > 0 (got {sigma_floor}); it keeps the covariance positive "
-                "definite, use e.g. 0.15"
-            )
-        if sigma_init <= sigma_floor:
-            raise ValueError(
-                f"sigma_init must be > sigma_floor (got sigma_init={sigma_init}, "
-                f"sigma_floor={sigma_floor}); raise sigma_init or lower sigma_floor"
-            )
-        if not 0.0 < rho_max < 1.0:
-            raise ValueError(
-                f"rho_max must be in (0, 1) (got {rho_max}); use e.g. 0.95 so the covariance "
-                "stays positive definite"
-            )
+        check_gaze_shape(num_gaussians, sigma_floor, sigma_init, rho_max, normalize)
         self.shape = (channels, height, width)
         self.num_gaussians = num_gaussians
         self.sigma_floor = sigma_floor
@@ -331,7 +308,7 @@ class GaussianGaze(nn.Module):
         )
         self._init_last_layer(last)
 
-    def _init_last_layer(self, last: "_GazeOutput") -> None:
+    def _init_last_layer(self, last: _GazeOutput) -> None:
         """Start from a fixed, input-independent gaze; tiny weights keep gradients flowing."""
         nn.init.normal_(last.weight, std=1e-3)
         k = self.num_gaussians

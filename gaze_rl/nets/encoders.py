@@ -57,7 +57,7 @@ def feature_map_shape(backbone: nn.Module, in_channels: int, height: int, width:
     """(C, h, w) of the backbone's output for one image of the given size."""
     with torch.no_grad():
         out = backbone(torch.zeros(1, in_channels, height, width))
-    return tuple(out.shape[1:])  # type: ignore[return-value]
+    return tuple(out.shape[1:])
 
 
 

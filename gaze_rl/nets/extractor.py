@@ -23,8 +23,8 @@ from torch import nn
 
 from gaze_rl.methods import METHODS as METHOD_TABLE
 from gaze_rl.methods import method_spec
-from gaze_rl.nets.augment import make_augment
 from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, NoAttention, make_attention
+from gaze_rl.nets.augment import make_augment
 from gaze_rl.nets.encoders import checked_map_shape, fitting_backbone, make_backbone
 from gaze_rl.nets.levels import energy, fuse_levels, layer_outputs, layer_shapes, pool_to_grid
 from gaze_rl.nets.pruning import check_prune_source, check_top_k, prune_cells, pruned_features_dim

@@ -50,7 +50,7 @@ def layer_shapes(backbone: nn.Sequential, in_channels: int, height: int, width: 
     """(C, h, w) of every conv layer's output for one image of the given size."""
     with torch.no_grad():
         outs = layer_outputs(backbone, torch.zeros(1, in_channels, height, width))
-    return [tuple(o.shape[1:]) for o in outs]  # type: ignore[misc]
+    return [tuple(o.shape[1:]) for o in outs]
 
 
 def energy(activations: Tensor) -> Tensor:

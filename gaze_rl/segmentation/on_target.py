@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 from stable_baselines3.common.preprocessing import preprocess_obs
+from torch import Tensor
 
-from gaze_rl.nets.attention import NoAttention
+from gaze_rl.errors import ConfigError
+from gaze_rl.nets.attention import GazeParams, NoAttention
 from gaze_rl.nets.extractor import GazeExtractor
 from gaze_rl.segmentation.targets import TaskTargets, coverage_grid
 
@@ -46,7 +47,7 @@ class PolicyAttention:
 
     grid: Tensor
     weights: Tensor | None
-    params: object | None
+    params: GazeParams | None
 
 
 def has_attention_map(extractor: object) -> bool:
@@ -85,13 +86,13 @@ def policy_extractor(model: Any) -> Any:
 def resolve_metric_mode(extractor: Any, mode: str) -> str:
     """"map" when the policy has an attention map (for "auto"), else "features"."""
     if mode not in ATTENTION_MODES:
-        raise ValueError(f"unknown attention mode {mode!r}; valid choices: {', '.join(ATTENTION_MODES)}")
+        raise ConfigError(f"unknown attention mode {mode!r}; valid choices: {', '.join(ATTENTION_MODES)}")
     if not hasattr(extractor, "attend"):
-        raise ValueError(f"attention-on-target needs gaze_rl's GazeExtractor (got {type(extractor).__name__})")
+        raise ConfigError(f"attention-on-target needs gaze_rl's GazeExtractor (got {type(extractor).__name__})")
     if mode == "auto":
         return "map" if has_attention_map(extractor) else "features"
     if mode == "map" and not has_attention_map(extractor):
-        raise ValueError("the baseline CNN has no attention map; use --attention features or auto")
+        raise ConfigError("the baseline CNN has no attention map; use --attention features or auto")
     return mode
 
 
@@ -137,7 +138,7 @@ class AttentionOnTargetMeter:
         self.chances.extend(masks.mean(axis=(1, 2)).tolist())
         return values
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, Any]:
         """Mean attention-on-target, the uniform-attention chance level and their ratio."""
         if not self.values:
             return {}
@@ -200,7 +201,7 @@ def collect_probe_set(model: Any, spec: Any, frames: int, seed: int, actors: tup
     """`frames` observations of the task of an EnvSpec under uniformly random actions, from a
     seeded segmented env (gaze_rl.segmentation.envs), with their target masks."""
     if frames < 1:
-        raise ValueError(f"a probe set needs >= 1 frames (got {frames})")
+        raise ConfigError(f"a probe set needs >= 1 frames (got {frames})")
     env, meter = segmented_eval_env(model, spec, actors, seed=seed)
     rng = np.random.default_rng(seed)
     observations: list[dict[str, np.ndarray]] = []

@@ -8,10 +8,11 @@ is placed at its world position projected through the camera.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from gaze_rl.errors import ConfigError
 from gaze_rl.segmentation.envs import project_points
 
 # Task-relevant actors per task (segmentation / scene actor names). PickCube's goal_site is
@@ -29,7 +30,7 @@ def task_targets(env_id: str, actors: Sequence[str] | None = None) -> tuple[str,
     if actors:
         return tuple(actors)
     if env_id not in TASK_TARGETS:
-        raise ValueError(
+        raise ConfigError(
             f"no default task-relevant actors for {env_id} (defaults exist for {', '.join(TASK_TARGETS)}); "
             "name them with --saliency.actors NAME [NAME ...] (segmentation or scene actor names)"
         )
@@ -51,7 +52,7 @@ class ActorResolver:
         unknown = [t for t in targets if t not in ids and t not in actor_names]
         if unknown:
             known = sorted(set(ids) | set(actor_names))
-            raise ValueError(f"actors {unknown} are not in this task's scene; known names: {', '.join(known)}")
+            raise ConfigError(f"actors {unknown} are not in this task's scene; known names: {', '.join(known)}")
         self.targets = tuple(targets)
         self.ids = {t: np.asarray(ids.get(t, []), dtype=np.int64) for t in targets}
         self.actor_names = set(actor_names)

@@ -12,12 +12,14 @@ import csv
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from gaze_rl.config import TrainConfig
+from gaze_rl.commands.train import train
+from gaze_rl.config import ReferenceConfig, TrainConfig
 
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 COLUMNS = ("global_step", "episodic_return", "episodic_length", "success_once", "success_at_end")
 EXACT_COLUMNS = ("global_step", "episodic_length", "success_once", "success_at_end")
 RTOL, ATOL = 0.02, 0.02
@@ -28,7 +30,7 @@ class ReferenceRun:
     env_id: str
     method: str
     total_timesteps: int
-    algo: str = "ppo"
+    algo: Literal["ppo", "sac"] = "ppo"
     seed: int = 0
     num_envs: int = 2
 
@@ -48,8 +50,6 @@ REFERENCE_RUNS = (
 
 def run_reference(run: ReferenceRun) -> list[dict[str, str]]:
     """Trains the reference run in a temporary directory; returns its curve rows."""
-    from gaze_rl.train import train
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # fixed reduction order, whatever the machine's core count
     try:
@@ -114,3 +114,9 @@ def check_all(regenerate: bool = False, directory: Path = REFERENCE_DIR) -> dict
         for line in problems[run.name]:
             print(f"  {line}")
     return problems
+
+
+def reference(cfg: ReferenceConfig) -> None:
+    """`gaze-rl reference`: exits with status 1 when any reference point moved."""
+    if any(check_all(cfg.regenerate).values()):
+        raise SystemExit(1)

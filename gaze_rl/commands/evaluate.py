@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.vec_env import VecTransposeImage
 
+from gaze_rl.build import ALGO_CLASSES, load_run_config, resolve_device
 from gaze_rl.checkpoints import load_model
 from gaze_rl.config import EvalConfig
-from gaze_rl.envs.factory import EnvSpec, make_vec_env
+from gaze_rl.envs.factory import make_vec_env
+from gaze_rl.envs.spec import EnvSpec
+from gaze_rl.episodes import episode_stats, run_episodes
 from gaze_rl.runlog import write_json
-from gaze_rl.train import ALGO_CLASSES, resolve_device
 from gaze_rl.visualize import attention_of, overlays
-
-
-def load_run_config(checkpoint: Path) -> dict[str, Any]:
-    """The config.json of the run a checkpoint belongs to (<run>/checkpoints/<name>.zip)."""
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; pass a .zip from <run>/checkpoints/")
-    config_path = checkpoint.resolve().parent.parent / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"no config.json next to the checkpoint's run directory ({config_path}); gaze-rl eval needs "
-            "a checkpoint inside a run directory written by gaze-rl train"
-        )
-    return json.loads(config_path.read_text())
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Runs the episodes, prints and saves the summary; returns it."""
-    if cfg.episodes < 1:
-        raise ValueError(f"episodes must be >= 1 (got {cfg.episodes})")
     run = load_run_config(cfg.checkpoint)
     # One in-process env, run to the time limit so success_at_end means what ManiSkill means.
     spec = EnvSpec(**{**run["env"], "num_envs": 1, "ignore_terminations": True})
@@ -55,31 +40,23 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         env, meter = segmented_eval_env(model, spec, cfg.target_actors, seed=cfg.seed)
     else:
         env = VecTransposeImage(make_vec_env(spec, seed=cfg.seed))
-    episodes: list[dict[str, Any]] = []
     frames: list[np.ndarray] = []
+
+    def observe(obs: Any, _step: int) -> None:
+        if cfg.video:
+            frames.extend(overlays(obs, attention_of(model, obs), limit=1))
+        if meter is not None:
+            meter.observe(obs, env.get_attr("frame"))
+
     try:
-        obs = env.reset()
-        while len(episodes) < cfg.episodes:
-            if cfg.video:
-                frames.extend(overlays(obs, attention_of(model, obs), limit=1))
-            if meter is not None:
-                meter.observe(obs, env.get_attr("frame"))
-            action, _ = model.predict(obs, deterministic=cfg.deterministic)
-            obs, _, dones, infos = env.step(action)
-            if dones[0]:
-                info = infos[0]
-                episodes.append({"return": float(info["episode"]["r"]), "length": int(info["episode"]["l"]),
-                                 "success_once": bool(info["success_once"]),
-                                 "success_at_end": bool(info["success_at_end"])})
+        episodes = run_episodes(model, env, cfg.episodes, deterministic=cfg.deterministic, observe=observe)
     finally:
         env.close()
+    stats = episode_stats(episodes)
     summary = {
         "checkpoint": str(cfg.checkpoint), "env_id": spec.env_id, "variant": spec.variant, "episodes": cfg.episodes, "seed": cfg.seed,
         "deterministic": cfg.deterministic,
-        "success_once": float(np.mean([e["success_once"] for e in episodes])),
-        "success_at_end": float(np.mean([e["success_at_end"] for e in episodes])),
-        "return_mean": float(np.mean([e["return"] for e in episodes])),
-        "return_std": float(np.std([e["return"] for e in episodes])),
+        **{key: stats[key] for key in ("success_once", "success_at_end", "return_mean", "return_std")},
         "per_episode": episodes,
         **(meter.summary() if meter is not None else {}),
     }
