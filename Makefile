@@ -2,7 +2,7 @@
 VENV ?= .venv
 TRAIN_ARGS ?=
 
-.PHONY: setup train test test-fast
+.PHONY: setup train test test-fast lint
 
 setup:
 	bash scripts/setup.sh
@@ -11,8 +11,12 @@ setup:
 train: setup
 	$(VENV)/bin/gaze-rl train --env-id PushT-v1 --algo ppo --method gaze --total-timesteps 4000 $(TRAIN_ARGS)
 
+# Lint and type-check the package (seconds; settings in pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check gaze_rl && $(VENV)/bin/mypy gaze_rl
+
 # The whole test-suite, slow tests (real ManiSkill3 rendering and training) included; lists the 15 slowest.
-test: setup
+test: lint
 	$(VENV)/bin/python -m pytest -q --durations=15
 
 # Unit tests only (seconds).

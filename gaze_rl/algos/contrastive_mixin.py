@@ -63,13 +63,25 @@ def has_image(space: spaces.Space) -> bool:
     return is_image_space(space, normalized_image=True)
 
 
+# The loss is on by default; the config is turned into a plain dict at once, so it is never shared.
+_DEFAULT_CONTRASTIVE = ContrastiveConfig()
+
+
 class ContrastiveMixin:
     """Adds `self.contrastive` (a ContrastiveLearner, or None) to an SB3 algorithm."""
 
     contrastive_kwargs: dict[str, Any] | None
     contrastive: ContrastiveLearner | None
     backbone: str
+    default_backbone = "auto"  # the algorithm's backbone when `backbone` is not given
     _exporting = False  # save_sb3 in progress: leave out what plain SB3 cannot load
+
+    def __init__(self, policy: str | type = "MultiInputPolicy", env: Any = None, *args: Any,
+                 contrastive: ContrastiveConfig | dict[str, Any] | None = _DEFAULT_CONTRASTIVE,
+                 backbone: str | None = None, **kwargs: Any):
+        self.contrastive_kwargs = resolve_contrastive(contrastive)
+        self.backbone = self.default_backbone if backbone is None else backbone
+        super().__init__(policy, env, *args, **kwargs)  # type: ignore[call-arg]  # SB3's positional arguments after env too
 
     def _gaze_extractor(self) -> GazeExtractor:
         raise NotImplementedError

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.type_aliases import MaybeCallback
 
-from gaze_rl.algos.contrastive_mixin import ContrastiveMixin, resolve_contrastive
-from gaze_rl.contrastive.learner import ContrastiveConfig
+from gaze_rl.algos.contrastive_mixin import ContrastiveMixin
 from gaze_rl.contrastive.returns import EpisodeBook, discounted_returns_to_go
 from gaze_rl.nets.extractor import GazeExtractor
 
@@ -46,12 +43,7 @@ class GazePPO(ContrastiveMixin, PPO):
     after PPO's own update, `steps_per_update` contrastive steps train the gaze head.
     """
 
-    def __init__(self, policy: str | type = "MultiInputPolicy", env: Any = None, *args: Any,
-                 contrastive: ContrastiveConfig | dict[str, Any] | None = ContrastiveConfig(),
-                 backbone: str = "auto", **kwargs: Any):
-        self.contrastive_kwargs = resolve_contrastive(contrastive)
-        self.backbone = backbone
-        super().__init__(policy, env, *args, **kwargs)  # SB3's positional arguments after env too
+    default_backbone = "auto"
 
     def _extra_states(self) -> int:
         return self.n_steps * self.n_envs  # learn() may run up to one rollout past the total

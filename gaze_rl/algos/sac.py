@@ -6,8 +6,7 @@ from typing import Any
 
 from stable_baselines3 import SAC
 
-from gaze_rl.algos.contrastive_mixin import ContrastiveMixin, resolve_contrastive
-from gaze_rl.contrastive.learner import ContrastiveConfig
+from gaze_rl.algos.contrastive_mixin import ContrastiveMixin
 from gaze_rl.contrastive.returns import EpisodeReturnTracker
 from gaze_rl.nets.extractor import GazeExtractor
 
@@ -23,12 +22,7 @@ class GazeSAC(ContrastiveMixin, SAC):
     episode's states enter the feature buffer with their return-to-go when the episode ends.
     """
 
-    def __init__(self, policy: str | type = "MultiInputPolicy", env: Any = None, *args: Any,
-                 contrastive: ContrastiveConfig | dict[str, Any] | None = ContrastiveConfig(),
-                 backbone: str = "plain", **kwargs: Any):
-        self.contrastive_kwargs = resolve_contrastive(contrastive)
-        self.backbone = backbone
-        super().__init__(policy, env, *args, **kwargs)  # SB3's positional arguments after env too
+    default_backbone = "plain"
 
     def _network_policy_kwargs(self) -> dict[str, Any]:
         kwargs = super()._network_policy_kwargs()
