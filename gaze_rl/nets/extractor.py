@@ -1,7 +1,7 @@
 """`GazeExtractor`: SB3 features extractor = backbone -> spatial attention -> linear, plus a
 state MLP, concatenated (ManiSkill's ppo_rgb layout with attention inserted on the last map).
 
-Two options bring DeepVision-VLA's ideas (seeds/003) to it, both off by default (then the
+Two options bring DeepVision-VLA's ideas to it, both off by default (then the
 network, its parameter names and its outputs are exactly the plain layout's):
 - `prune_top_k`: the linear head sees only the K highest-scoring cells (gaze_rl.nets.pruning);
 - `multi_level`: earlier conv layers, pooled to the last grid and attended, join the last map

@@ -1,6 +1,6 @@
 """Layer-wise access to a conv backbone, and multi-level feature fusion (DeepVision-VLA for CNNs).
 
-DeepVision-VLA (seeds/003) finds that a policy's sensitivity to task-relevant visual tokens
+DeepVision-VLA finds that a policy's sensitivity to task-relevant visual tokens
 fades with depth and injects a vision expert's multi-level features into the deep layers. A
 CNN policy's counterpart: pool the earlier conv layers' maps to the last map's grid, weight
 them with the same attention map, and give them to the policy head next to the last map.
