@@ -101,7 +101,8 @@ class Remote:
 
     def __init__(self, *args: Any):
         self.conn, child = mp.get_context("spawn").Pipe()
-        self.process = mp.get_context("spawn").Process(target=serve, args=(child, *args), daemon=True)
+        # not a daemon: its vec env may start worker processes of its own (N > 1)
+        self.process = mp.get_context("spawn").Process(target=serve, args=(child, *args))
         self.process.start()
         self.call()
 
@@ -121,6 +122,8 @@ def measure(env_id: str, num_envs: int, image_size: int, qualities: list[str], w
         for remote in remotes.values():  # alternate: both qualities see the same load
             remote.call("chunk", chunk)
     runs = {q: remote.call("result") for q, remote in remotes.items()}
+    for remote in remotes.values():
+        remote.process.join()
     load_after = os.getloadavg()
     rows = []
     for quality, run in runs.items():

@@ -204,8 +204,8 @@ class BenchConfig(Validated):
 
     out: Path = Path("bench")
     """Output directory: runs/, logs/, curves.csv, summary.csv, summary.md, plots/."""
-    profile: Literal["cpu", "gpu"] = "cpu"
-    """Budget and env settings from experiments/bench.toml."""
+    profile: Literal["cpu", "cpu-learn", "gpu"] = "cpu"
+    """Budget and env settings from experiments/bench.toml ('cpu-learn': the CPU protocol where the baseline learns, results/protocol/)."""
     envs: tuple[str, ...] = ("PushT-v1", "PokeCube-v1")
     """Tasks."""
     methods: tuple[BenchArm, ...] = ("baseline", "gaze")

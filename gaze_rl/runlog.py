@@ -1,8 +1,9 @@
 """What a training run writes: its directory, TensorBoard names, the curve CSV, gaze pictures.
 
 A run directory holds `config.json` (everything needed to rebuild the run), `tb/`
-(TensorBoard: charts/, losses/, eval/, gaze/), `curve.csv` (one row per finished episode)
-and `checkpoints/`.
+(TensorBoard: charts/, losses/, eval/, gaze/), `curve.csv` (one row per finished episode),
+`on_target.csv` (attention-on-target on the probe frames, one row per measurement) and
+`checkpoints/`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def truncate_curve(path: Path, rows: int) -> None:
     """Keeps the header and the first `rows` rows of a curve.csv (the rows a checkpoint saw)."""
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[: rows + 1]))
+
+
+def truncate_after_step(path: Path, step: int) -> None:
+    """Keeps the header and the rows of a CSV whose first column (the env step) is < `step`: a
+    resumed run measures again from its checkpoint's step."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) < step]))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -166,20 +174,31 @@ class GazeImageLogger(BaseCallback):
         return True
 
 
+ON_TARGET_COLUMNS = ("global_step", "attention_on_target", "attention_on_target_chance", "attention_on_target_lift")
+
+
 class AttentionOnTargetProbe(BaseCallback):
     """At the start of training and every `every` env steps, the policy's attention-on-target on
     a fixed probe set (gaze_rl.segmentation.on_target.ProbeSet), logged as
-    `gaze/attention_on_target`, `..._chance` and `..._lift`; every method has one (the baseline's
-    is its feature-energy map)."""
+    `gaze/attention_on_target`, `..._chance` and `..._lift`, and appended to `csv_path` (one row
+    per measurement); every method has one (the baseline's is its feature-energy map)."""
 
-    def __init__(self, probe: Any, every: int):
+    def __init__(self, probe: Any, every: int, csv_path: Path | None = None):
         super().__init__()
-        self.probe, self.every = probe, every
+        self.probe, self.every, self.csv_path = probe, every, csv_path
         self._next = 0
 
     def _measure(self) -> None:
-        for name, value in self.probe.measure(self.model).items():
+        values = self.probe.measure(self.model)
+        for name, value in values.items():
             self.logger.record(f"gaze/{name}", value)
+        if self.csv_path is not None:
+            new = not self.csv_path.exists()
+            with self.csv_path.open("a", newline="") as f:
+                writer = csv.writer(f)
+                if new:
+                    writer.writerow(ON_TARGET_COLUMNS)
+                writer.writerow([self.num_timesteps, *(f"{values[c]:.6g}" for c in ON_TARGET_COLUMNS[1:])])
         self._next = self.num_timesteps + self.every
 
     def _on_training_start(self) -> None:

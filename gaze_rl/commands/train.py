@@ -44,6 +44,7 @@ from gaze_rl.runlog import (
     make_logger,
     plot_curve,
     prepare_run_dir,
+    truncate_after_step,
     truncate_curve,
     write_json,
 )
@@ -117,6 +118,8 @@ def resume(run_dir: Path, total_timesteps: int | None = None) -> Path:
                          f"gaze-rl train --resume {run_dir} --total-timesteps N (N > {state['num_timesteps']})")
     if (run_dir / "curve.csv").exists():
         truncate_curve(run_dir / "curve.csv", state["curve_rows"])
+    if (run_dir / "on_target.csv").exists():
+        truncate_after_step(run_dir / "on_target.csv", state["num_timesteps"])
     spec = EnvSpec(**saved["env"])
     env = make_vec_env(spec, seed=cfg.seed + state["num_timesteps"])
     try:
@@ -151,7 +154,7 @@ def ctrl_c_stops_at_rollout_start(checkpoint: AtomicCheckpoint) -> Iterator[None
         signal.signal(signal.SIGINT, previous)
 
 
-def on_target_probe(cfg: TrainConfig, spec: EnvSpec, model: BaseAlgorithm) -> AttentionOnTargetProbe | None:
+def on_target_probe(cfg: TrainConfig, spec: EnvSpec, model: BaseAlgorithm, run_dir: Path) -> AttentionOnTargetProbe | None:
     """The attention-on-target callback, or None when it is off or the task has no default targets."""
     if cfg.on_target_every <= 0:
         return None
@@ -160,7 +163,7 @@ def on_target_probe(cfg: TrainConfig, spec: EnvSpec, model: BaseAlgorithm) -> At
         return None
     # a seed of its own: the probe frames never depend on the training envs' streams
     probe = collect_probe_set(model, spec, cfg.on_target_frames, seed=10_000_000 + cfg.seed)
-    return AttentionOnTargetProbe(probe, cfg.on_target_every)
+    return AttentionOnTargetProbe(probe, cfg.on_target_every, run_dir / "on_target.csv")
 
 
 def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm, spec: EnvSpec | None = None) -> Path:
@@ -175,7 +178,7 @@ def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm, sp
         checkpoint = AtomicCheckpoint(checkpoints, cfg.checkpoint_every or cfg.total_timesteps,
                                       lambda: curve.rows_written, keep=cfg.keep_checkpoints)
         progress = ProgressReport(cfg.total_timesteps, curve) if cfg.progress_bar else None
-        probe = on_target_probe(cfg, spec, model) if spec is not None else None
+        probe = on_target_probe(cfg, spec, model, run_dir) if spec is not None else None
         callbacks = [curve, GazeImageLogger(cfg.gaze_image_every), NonFiniteGuard(), checkpoint,
                      *([progress] if progress else []), *([probe] if probe else [])]
         remaining = cfg.total_timesteps - model.num_timesteps
