@@ -3,9 +3,12 @@
 The reference curves (test_reference_curves.py) catch any change of a float; these catch a
 build that still runs but no longer learns. Protocol: the CPU protocol of `gaze-rl bench
 --profile cpu-learn` (results/protocol/): PushCube-v1 from 64 px + state, PPO, the end-effector
-controller, 2 env processes, fast rendering, seed 0, cut to BUDGET env steps. A uniformly random
-policy succeeds in ~8% of these episodes (results/protocol/); a working PPO reaches
-THRESHOLD within the budget, with or without the gaze.
+controller, 2 env processes, fast rendering, seed 0, cut to BUDGET env steps.
+
+Calibration (seed 0, the 2-core machine; success_once over the last 100 of ~215 episodes):
+baseline 0.37, gaze 0.21; the untrained policy's first 100 episodes: 0.07-0.09. THRESHOLD sits
+~3 binomial standard deviations above the untrained level, so a build that does not learn
+fails with > 99% probability, and below both learning runs.
 """
 
 from __future__ import annotations
@@ -16,17 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gaze_rl.config import TrainConfig
 from gaze_rl.commands.train import train
+from gaze_rl.config import TrainConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.learning]
 
 BUDGET = 10_000
 """Env steps per run (~2 min for the baseline on the 2-core CI machine)."""
-LAST_EPISODES = 60
-"""Success is measured over the run's last episodes (~1.5k env steps of 50-step episodes)."""
-THRESHOLD = 0.25
-"""success_once over the last episodes that a learning run must reach; random: ~0.08."""
+LAST_EPISODES = 100
+"""Success is measured over the run's last episodes (~4.5k env steps of <= 50-step episodes)."""
+THRESHOLD = 0.16
+"""success_once over the last episodes that a learning run must reach; untrained: ~0.08."""
 
 
 def train_pushcube(run_dir: Path, method: str) -> Path:
@@ -51,14 +54,14 @@ def attention_on_target(run_dir: Path) -> list[float]:
 def test_ppo_baseline_learns_pushcube(tmp_path):
     success = final_success(train_pushcube(tmp_path / "baseline", "baseline"))
     assert success >= THRESHOLD, f"PPO baseline: success {success:.2f} over the last {LAST_EPISODES} episodes " \
-                                 f"after {BUDGET} steps, below {THRESHOLD} (random ~0.08): learning is broken"
+                                 f"after {BUDGET} steps, below {THRESHOLD} (untrained ~0.08): learning is broken"
 
 
 def test_gaze_learns_pushcube_and_looks_at_the_task(tmp_path):
     run_dir = train_pushcube(tmp_path / "gaze", "gaze")
     success = final_success(run_dir)
     assert success >= THRESHOLD, f"gaze PPO: success {success:.2f} over the last {LAST_EPISODES} episodes " \
-                                 f"after {BUDGET} steps, below {THRESHOLD} (random ~0.08): learning is broken"
+                                 f"after {BUDGET} steps, below {THRESHOLD} (untrained ~0.08): learning is broken"
     aot = attention_on_target(run_dir)
     assert len(aot) >= 2 and aot[-1] > aot[0], \
         f"gaze attention-on-target did not rise over training: {aot} (the gaze does not move to the task)"
