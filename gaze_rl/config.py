@@ -67,7 +67,7 @@ class TrainConfig(Validated):
     variant: Literal["none", "clutter", "lighting"] = "none"
     """Train on a visual variant of the task: 'clutter' (random visual distractors) or 'lighting'."""
     render_quality: RenderQuality = "auto"
-    """'fast': level-of-detail meshes + a cheap vertex shader (~5-8x less CPU per step, real frames); 'full': stock ManiSkill; 'auto': fast on the CPU renderer, full on a GPU."""
+    """'fast': level-of-detail meshes + a cheap vertex shader (~4-6x less CPU per step, real frames); 'full': stock ManiSkill; 'auto': fast on the CPU renderer, full on a GPU."""
     augment: Literal["none", "shift"] = "none"
     """Image augmentation of the RL update, for every method: 'shift' = DrQ/RAD random shift (pad 4 px, random crop back); the policy still acts on the true frame."""
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -1,10 +1,12 @@
 """Learning-curve arithmetic: per-seed curves on a common step grid, mean and 95% interval,
-steps to a threshold, area under the curve, and the sample-efficiency ratio vs a baseline."""
+steps to a threshold, area under the curve, the sample-efficiency ratio vs a baseline, and
+bootstrap intervals over seeds."""
 
 from __future__ import annotations
 
 import csv
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,3 +90,25 @@ def efficiency_ratio(steps: np.ndarray, baseline: np.ndarray, method: np.ndarray
     if base_steps is None or method_steps is None:
         return None
     return base_steps / method_steps
+
+
+def bootstrap_ci(samples: Sequence[Sequence[np.ndarray]], statistic: Callable[..., float | None],
+                 resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of `statistic(*groups)`, each group's seeds resampled
+    with replacement (groups independently: e.g. a method's seeds and the baseline's).
+
+    `samples` is one sequence of per-seed arrays per group; `statistic` takes one stacked array
+    (seeds, ...) per group. A statistic that is None (e.g. a curve that never reaches a level)
+    counts as +inf, so an upper bound of inf says "not reached in some resamples".
+    """
+    rng = np.random.default_rng(seed)
+    stacked = [np.stack(list(group)) for group in samples]
+    values = np.empty(resamples)
+    with warnings.catch_warnings():  # grid points before any episode ended are NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for i in range(resamples):
+            picks = [group[rng.integers(0, len(group), len(group))] for group in stacked]
+            value = statistic(*picks)
+            values[i] = np.inf if value is None or np.isnan(value) else value
+    # order statistics, no interpolation (an interval end may be inf)
+    return float(np.percentile(values, 2.5, method="lower")), float(np.percentile(values, 97.5, method="higher"))

@@ -13,7 +13,7 @@ from scipy import stats
 from gaze_rl.bench_runs import BENCH_ARGS_FILE, RunSpec, train_args, train_command
 from gaze_rl.commands.bench import bench
 from gaze_rl.config import BenchConfig
-from gaze_rl.curves import band, efficiency_ratio, normalised_auc, on_grid, steps_to_reach
+from gaze_rl.curves import band, bootstrap_ci, efficiency_ratio, normalised_auc, on_grid, steps_to_reach
 from gaze_rl.runlog import CURVE_COLUMNS
 
 
@@ -55,6 +55,18 @@ def test_steps_auc_and_efficiency_ratio():
     assert efficiency_ratio(steps, method, baseline) is None
 
 
+def test_bootstrap_ci_resamples_seeds_per_group():
+    seeds = [np.array([1.0]), np.array([2.0]), np.array([3.0])]
+    # the mean of 3 draws from {1, 2, 3} is 1 (or 3) with probability 1/27 > 2.5%: the interval is [1, 3]
+    assert bootstrap_ci([seeds], lambda x: float(x.mean()), resamples=4000) == (1.0, 3.0)
+    assert bootstrap_ci([seeds * 10], lambda x: float(x.mean()))[1] < 2.6  # 30 seeds: a narrower interval
+    assert bootstrap_ci([[np.array([2.0])] * 3], lambda x: float(x.mean())) == (2.0, 2.0)
+    # a statistic that is None (never reached) counts as +inf
+    assert bootstrap_ci([seeds], lambda x: None if x.mean() > 2.5 else 1.0)[1] == np.inf
+    # groups are resampled independently: a ratio of two constant groups is constant
+    assert bootstrap_ci([[np.array([4.0])] * 3, [np.array([2.0])] * 2], lambda a, b: float(a.mean() / b.mean())) == (2.0, 2.0)
+
+
 def test_summary_plots_and_curves_csv(tmp_path):
     cfg = BenchConfig(out=tmp_path, envs=("PushT-v1",), methods=("baseline", "gaze"), seeds=(0, 1),
                       aggregate_only=True)
@@ -62,12 +74,24 @@ def test_summary_plots_and_curves_csv(tmp_path):
     for seed in (0, 1):
         write_run(tmp_path, RunSpec("PushT-v1", "ppo", "baseline", seed), steps, [1, 2, 3, 4], [0, 0, 0, 1])
         write_run(tmp_path, RunSpec("PushT-v1", "ppo", "gaze", seed), steps, [2, 4, 5, 6], [0, 1, 1, 1])
+        with (tmp_path / "runs" / RunSpec("PushT-v1", "ppo", "gaze", seed).name / "on_target.csv").open("w") as f:
+            f.write("global_step,attention_on_target,attention_on_target_chance,attention_on_target_lift\n"
+                    f"0,0.05,0.04,1.25\n200,{0.1 + 0.1 * seed},0.04,3.0\n")
     rows = bench(cfg)
     by_method = {r["method"]: r for r in rows}
     assert by_method["gaze"]["final_success_once"] == 1.0
     assert by_method["gaze"]["efficiency_ratio_return"] == pytest.approx(2.0)
+    assert by_method["gaze"]["efficiency_ratio_return_ci"] == "[2, 2]"  # identical seeds: no spread
     assert by_method["baseline"]["efficiency_ratio_return"] == pytest.approx(1.0)
+    assert by_method["gaze"]["steps_to_success_0.5_ci"] == "[200, 200]"
+    assert by_method["baseline"]["steps_to_success_0.5_ci"] == "[400, 400]"
+    # attention-on-target from the runs' on_target.csv: start, end and the end's interval
+    assert by_method["gaze"]["attention_on_target_start"] == pytest.approx(0.05)
+    assert by_method["gaze"]["attention_on_target_end"] == pytest.approx(0.15)
+    assert by_method["gaze"]["attention_on_target_end_ci"] == "[0.1, 0.2]"
+    assert "attention_on_target_end" not in by_method["baseline"]  # no measurements: no column
     assert (tmp_path / "plots" / "PushT-v1__ppo.png").stat().st_size > 5_000
+    assert (tmp_path / "plots" / "PushT-v1__ppo__ratios.png").stat().st_size > 5_000
     assert "gaze" in (tmp_path / "summary.md").read_text()
     with (tmp_path / "curves.csv").open() as f:
         combined = list(csv.DictReader(f))

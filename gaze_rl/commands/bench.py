@@ -5,9 +5,11 @@ a run whose final checkpoint exists is skipped, and an unfinished run started by
 with the same arguments resumes from its newest checkpoint, so an interrupted bench continues
 where it stopped. Runs go to local processes (`--workers` at a time) or to a Ray cluster
 (gaze_rl.bench_runs, gaze_rl.bench_ray). The summary: `curves.csv` (every episode of every run), mean and 95%
-interval plots per (env, algo), and `summary.csv` / `summary.md` with steps to the success
-threshold, area under the success curve, final success and return, the sample-efficiency ratio
-vs baseline, wall-clock and env-steps/s.
+interval plots per (env, algo) (with attention-on-target over training, and a bar chart of the
+efficiency ratios), and `summary.csv` / `summary.md` with steps to the success threshold, area
+under the success curve, final success and return, attention-on-target at the start and end, the
+sample-efficiency ratio vs baseline, each with a 95% bootstrap interval over seeds, wall-clock
+and env-steps/s.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,16 @@ import numpy as np
 
 from gaze_rl.bench_runs import Progress, RunSpec, grid_of, is_finished, profile_settings, run_local
 from gaze_rl.config import BenchConfig
-from gaze_rl.curves import CURVE_METRICS, band, efficiency_ratio, normalised_auc, on_grid, read_curve, steps_to_reach
+from gaze_rl.curves import (
+    CURVE_METRICS,
+    band,
+    bootstrap_ci,
+    efficiency_ratio,
+    normalised_auc,
+    on_grid,
+    read_curve,
+    steps_to_reach,
+)
 from gaze_rl.errors import ConfigError
 
 CURVE_CSV_COLUMNS = ("method", "algo", "env", "seed", "step", "return", "success_once", "success_at_end", "wall_s")
@@ -63,8 +75,44 @@ def write_curves(cfg: BenchConfig, grid: list[RunSpec]) -> dict[RunSpec, dict[st
     return curves
 
 
+def read_on_target(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """A run's attention-on-target measurements (RUN/on_target.csv), or None without any."""
+    path = run_dir / "on_target.csv"
+    if not path.is_file():
+        return None
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
+
+
+def _ci(bounds: tuple[float, float], digits: int = 3) -> str:
+    return "[" + ", ".join("not reached" if np.isinf(b) else f"{b:.{digits}g}" for b in bounds) + "]"
+
+
+def _tail_mean(curves: np.ndarray) -> float:
+    """Mean of the last 10% of the grid points of the mean curve (the final level)."""
+    tail = max(1, curves.shape[-1] // 10)
+    return float(np.nanmean(curves[..., -tail:]))
+
+
+# Statistics of seed-stacked curves (seeds, grid points), for bootstrap_ci.
+def _steps_to(grid: np.ndarray, level: float, curves: np.ndarray) -> float | None:
+    return steps_to_reach(grid, np.nanmean(curves, axis=0), level)
+
+
+def _auc(grid: np.ndarray, curves: np.ndarray) -> float:
+    return normalised_auc(grid, np.nanmean(curves, axis=0))
+
+
+def _ratio(grid: np.ndarray, baseline: np.ndarray, method: np.ndarray) -> float | None:
+    return efficiency_ratio(grid, np.nanmean(baseline, axis=0), np.nanmean(method, axis=0))
+
+
 def summarise(cfg: BenchConfig, curves: dict[RunSpec, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
-    """Per (env, algo, method): the summary metrics; writes summary.csv, summary.md and plots."""
+    """Per (env, algo, method): the summary metrics with 95% bootstrap intervals over seeds;
+    writes summary.csv, summary.md and plots (curves with bands, attention-on-target, ratios)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,41 +128,99 @@ def summarise(cfg: BenchConfig, curves: dict[RunSpec, dict[str, np.ndarray]]) ->
         grid = np.linspace(last_step / GRID_POINTS, last_step, GRID_POINTS)
         threshold = profile_settings(cfg.profile, env, algo).get("threshold", 0.5)
         bands: dict[str, dict[str, Any]] = {metric: {} for metric in CURVE_METRICS}
+        per_seed: dict[str, dict[str, list[np.ndarray]]] = {}
+        on_target: dict[str, list[dict[str, np.ndarray]]] = {}
         for method in [m for m in cfg.methods if any(s.method == m for s in group)]:
             runs = {s: c for s, c in group.items() if s.method == method}
+            per_seed[method] = {metric: [on_grid(c, metric, grid) for c in runs.values()] for metric in CURVE_METRICS}
             for metric in CURVE_METRICS:
-                bands[metric][method] = band([on_grid(c, metric, grid) for c in runs.values()], grid)
-            success = bands["success_once"][method].mean
+                bands[metric][method] = band(per_seed[method][metric], grid)
+            success = per_seed[method]["success_once"]
+            mean_success = bands["success_once"][method].mean
             wall = np.mean([c["wall_time"][-1] for c in runs.values()])
-            rows.append({
+            row: dict[str, Any] = {
                 "env": env, "algo": algo, "method": method, "seeds": len(runs), "steps": int(last_step),
-                "final_success_once": round(float(success[-1]), 3),
+                "final_success_once": round(_tail_mean(np.stack(success)), 3),
+                "final_success_once_ci": _ci(bootstrap_ci([success], _tail_mean)),
+                f"steps_to_success_{threshold}": steps_to_reach(grid, mean_success, threshold),
+                f"steps_to_success_{threshold}_ci": _ci(bootstrap_ci([success], partial(_steps_to, grid, threshold)), 4),
+                "success_auc": round(normalised_auc(grid, mean_success), 3),
+                "success_auc_ci": _ci(bootstrap_ci([success], partial(_auc, grid))),
                 "final_return": round(float(bands["episodic_return"][method].mean[-1]), 3),
-                f"steps_to_success_{threshold}": steps_to_reach(grid, success, threshold),
-                "success_auc": round(normalised_auc(grid, success), 3),
                 "wall_s": round(float(wall), 1),
                 "env_steps_per_s": round(float(np.mean([c["env_steps_per_s"][-1] for c in runs.values()])), 1),
-            })
-        baseline = bands["episodic_return"].get("baseline")
-        for row in rows:
-            if row["env"] == env and row["algo"] == algo and baseline is not None:
-                ratio = efficiency_ratio(grid, baseline.mean, bands["episodic_return"][row["method"]].mean)
+            }
+            found = [m for m in (read_on_target(cfg.out / "runs" / s.name) for s in runs) if m is not None]
+            if found:
+                on_target[method] = found
+                n = min(len(m["attention_on_target"]) for m in found)
+                aot = np.stack([m["attention_on_target"][:n] for m in found])
+                row["attention_on_target_start"] = round(float(aot[:, 0].mean()), 4)
+                row["attention_on_target_end"] = round(float(aot[:, -1].mean()), 4)
+                row["attention_on_target_end_ci"] = _ci(bootstrap_ci([list(aot[:, -1:])], lambda x: float(x.mean())))
+                row["attention_on_target_chance"] = round(float(found[0]["attention_on_target_chance"][0]), 4)
+            rows.append(row)
+        if "baseline" in per_seed:
+            base = per_seed["baseline"]["episodic_return"]
+            for row in rows:
+                if row["env"] != env or row["algo"] != algo:
+                    continue
+                mine = per_seed[row["method"]]["episodic_return"]
+                ratio = efficiency_ratio(grid, bands["episodic_return"]["baseline"].mean,
+                                         bands["episodic_return"][row["method"]].mean)
                 row["efficiency_ratio_return"] = None if ratio is None else round(ratio, 2)
-        plot_group(plt, cfg.out / "plots" / f"{env}__{algo}.png", env, algo, bands)
+                row["efficiency_ratio_return_ci"] = _ci(bootstrap_ci([base, mine], partial(_ratio, grid)))
+        plot_group(plt, cfg.out / "plots" / f"{env}__{algo}.png", env, algo, bands, on_target)
+        plot_ratios(plt, cfg.out / "plots" / f"{env}__{algo}__ratios.png", env, algo,
+                    [r for r in rows if r["env"] == env and r["algo"] == algo])
     write_summary(cfg.out, rows)
     return rows
 
 
-def plot_group(plt: Any, path: Path, env: str, algo: str, bands: dict[str, dict[str, Any]]) -> None:
-    fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(5 * len(CURVE_METRICS), 3.6))
+def plot_group(plt: Any, path: Path, env: str, algo: str, bands: dict[str, dict[str, Any]],
+               on_target: dict[str, list[dict[str, np.ndarray]]]) -> None:
+    panels = len(CURVE_METRICS) + bool(on_target)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
     for ax, metric in zip(axes, CURVE_METRICS):
         for method, b in bands[metric].items():
             ax.plot(b.steps, b.mean, label=f"{method} (n={b.seeds})")
             ax.fill_between(b.steps, b.low, b.high, alpha=0.2)
         ax.set_xlabel("env steps")
         ax.set_title(metric)
+    if on_target:
+        ax = axes[-1]
+        for method, found in on_target.items():
+            n = min(len(m["global_step"]) for m in found)
+            b = band([m["attention_on_target"][:n] for m in found], found[0]["global_step"][:n])
+            ax.plot(b.steps, b.mean, marker="o", label=method)
+            ax.fill_between(b.steps, b.low, b.high, alpha=0.2)
+        chance = next(iter(on_target.values()))[0]["attention_on_target_chance"][0]
+        ax.axhline(chance, color="grey", linestyle=":", label="chance")
+        ax.set_xlabel("env steps")
+        ax.set_title("attention on target")
     axes[0].legend()
     fig.suptitle(f"{env} {algo.upper()}: mean and 95% interval over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ratios(plt: Any, path: Path, env: str, algo: str, rows: list[dict[str, Any]]) -> None:
+    """Bar chart of the sample-efficiency ratios vs baseline with their bootstrap intervals."""
+    shown = [r for r in rows if r.get("efficiency_ratio_return") is not None]
+    if not shown:
+        return
+    fig, ax = plt.subplots(figsize=(1.2 * len(shown) + 2, 3.6))
+    values = [r["efficiency_ratio_return"] for r in shown]
+    bounds = [[float(x) if x != "not reached" else np.nan for x in r["efficiency_ratio_return_ci"].strip("[]").split(", ")]
+              for r in shown]
+    low = [v - b[0] if not np.isnan(b[0]) else 0 for v, b in zip(values, bounds)]
+    high = [b[1] - v if not np.isnan(b[1]) else 0 for v, b in zip(values, bounds)]
+    ax.bar([r["method"] for r in shown], values, yerr=[low, high], capsize=4)
+    ax.axhline(1.0, color="grey", linestyle=":")
+    ax.set_ylabel("sample-efficiency ratio vs baseline")
+    ax.set_title(f"{env} {algo.upper()} (> 1: fewer samples than baseline)")
+    ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

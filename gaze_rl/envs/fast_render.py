@@ -3,7 +3,8 @@
 On a CPU, SAPIEN renders through Mesa's lavapipe, and a 64 px frame of a ManiSkill3 task costs
 ~30-40 ms, almost all of it vertex work: ~155k triangles per frame (the Panda's visual meshes
 ~128k, the ground a 100x100 grid) through a vertex shader that inverts a 4x4 matrix and builds
-a tangent frame per vertex. Pixels barely matter. Two changes cut it ~5-8x with real frames:
+a tangent frame per vertex. Two changes cut the CPU per env step 4-6x with real frames
+(results/speed section 4; what remains is mostly pixel shading):
 
 1. **Level-of-detail meshes.** After every reconfigure, for every sub-scene, each render body
    with a shape of >= `MIN_TRIANGLES` triangles gets a copy of its meshes simplified by vertex
@@ -14,7 +15,8 @@ a tangent frame per vertex. Pixels barely matter. Two changes cut it ~5-8x with 
 2. **A cheap vertex shader.** `shaders/fast` is SAPIEN's "minimal" pack with a vertex shader
    computing `V*M*p` and `mat3(V)*mat3(M)*n` (no inverse, no tangent frame; normal maps are
    ignored), selected through ManiSkill's camera `shader_config` with the minimal pack's
-   picture formats. Fragment shading, hence segmentation, is the minimal pack's.
+   picture formats. Fragment shading, hence segmentation, is the minimal pack's, less the
+   image-based-lighting terms (environment maps are ignored; ManiSkill's tasks set none).
 
 Frames stay real SAPIEN renders of the simulated scene. `render_quality="full"` is stock
 ManiSkill. Set `LP_NUM_THREADS=0` (done by `make_vec_env` for fast CPU rendering) to keep

@@ -45,6 +45,6 @@ class EnvSpec:
     variant: Variant = "none"
     """Visual robustness variant: 'clutter' (random visual distractors) or 'lighting' (random lights)."""
     render_quality: RenderQuality = "auto"
-    """'fast': level-of-detail meshes + a cheap vertex shader (~5-8x less CPU per step with software rendering, real
+    """'fast': level-of-detail meshes + a cheap vertex shader (~4-6x less CPU per step with software rendering, real
     SAPIEN frames, same segmentation ids; gaze_rl.envs.fast_render); 'full': stock ManiSkill;
     'auto': fast where SAPIEN renders on the CPU (lavapipe), full on a GPU."""
