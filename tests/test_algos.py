@@ -25,6 +25,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from gaze_rl import ContrastiveConfig, GazeExtractor, GazePPO, GazeSAC, gaze_policy_kwargs
 from gaze_rl.contrastive.learner import ContrastiveLearner
+from gaze_rl.errors import ConfigError
 from gaze_rl.nets.attention import GaussianGaze, NoAttention
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -224,6 +225,16 @@ def test_default_policies():
     assert type(model.actor.features_extractor.backbone).__name__ == "PlainConv"
     assert model.critic.features_extractor is model.actor.features_extractor  # one shared gaze head
     assert model.actor.features_extractor.detach_attention
+
+
+def test_detach_attention_that_contradicts_the_contrastive_config_is_refused():
+    env = make_env()
+    agreeing = {"features_extractor_kwargs": {"detach_attention": True}}
+    assert GazePPO("MultiInputPolicy", env, n_steps=16, batch_size=16, policy_kwargs=agreeing).policy \
+        .features_extractor.detach_attention
+    with pytest.raises(ConfigError, match="rl_trains_gaze"):
+        GazePPO("MultiInputPolicy", env, n_steps=16, batch_size=16,
+                policy_kwargs={"features_extractor_kwargs": {"detach_attention": False}})
 
 
 def test_custom_extractor_class_without_contrastive():

@@ -30,6 +30,9 @@ LAST_EPISODES = 100
 """Success is measured over the run's last episodes (~4.5k env steps of <= 50-step episodes)."""
 THRESHOLD = 0.16
 """success_once over the last episodes that a learning run must reach; untrained: ~0.08."""
+MIN_RISE = 1.1
+"""The gaze's attention-on-target at the end over the start (calibration: 0.035 -> 0.048, 1.37x;
+with the contrastive step removed it stays at 0.035: 1.00003x, a float wobble)."""
 
 
 def train_pushcube(run_dir: Path, method: str) -> Path:
@@ -63,5 +66,5 @@ def test_gaze_learns_pushcube_and_looks_at_the_task(tmp_path):
     assert success >= THRESHOLD, f"gaze PPO: success {success:.2f} over the last {LAST_EPISODES} episodes " \
                                  f"after {BUDGET} steps, below {THRESHOLD} (untrained ~0.08): learning is broken"
     aot = attention_on_target(run_dir)
-    assert len(aot) >= 2 and aot[-1] > aot[0], \
-        f"gaze attention-on-target did not rise over training: {aot} (the gaze does not move to the task)"
+    assert len(aot) >= 2 and aot[-1] >= MIN_RISE * aot[0], \
+        f"gaze attention-on-target did not rise by {MIN_RISE}x over training: {aot} (the gaze does not move to the task)"

@@ -17,6 +17,7 @@ from stable_baselines3.common.preprocessing import is_image_space, preprocess_ob
 
 from gaze_rl.contrastive.learner import ContrastiveConfig, ContrastiveLearner
 from gaze_rl.contrastive.returns import StateLabels
+from gaze_rl.errors import ConfigError
 from gaze_rl.nets.extractor import GazeExtractor, gaze_policy_kwargs
 
 
@@ -50,7 +51,14 @@ def default_policy_kwargs(policy_kwargs: dict[str, Any] | None, contrastive: dic
     extractor_kwargs.setdefault("normalized_image", not user.get("normalize_images", True))
     if contrastive is not None:
         # The contrastive config decides who trains the gaze head.
-        extractor_kwargs["detach_attention"] = not contrastive["rl_trains_gaze"]
+        detach = not contrastive["rl_trains_gaze"]
+        asked = (user.get("features_extractor_kwargs") or {}).get("detach_attention")
+        if asked is not None and asked != detach:
+            raise ConfigError(
+                f"features_extractor_kwargs detach_attention={asked} conflicts with the contrastive config "
+                f"(rl_trains_gaze={contrastive['rl_trains_gaze']}); with the contrastive loss on, set "
+                "contrastive rl_trains_gaze instead (True: RL gradients also train the gaze)")
+        extractor_kwargs["detach_attention"] = detach
     kwargs["features_extractor_kwargs"] = extractor_kwargs
     return kwargs
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from stable_baselines3 import PPO
@@ -57,7 +59,9 @@ class GazePPO(ContrastiveMixin, PPO):
     def _gaze_extractor(self) -> GazeExtractor:
         return self.policy.features_extractor
 
-    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+    def learn(self, total_timesteps: int, callback: MaybeCallback = None, *args: Any, **kwargs: Any) -> GazePPO:
+        # The contrastive labels need the env's own rewards per step (SB3's rollout buffer holds
+        # them after its timeout bootstrap): a recorder goes first among the user's callbacks.
         if self.contrastive is not None:
             self._rollout_rewards = RolloutRewards()
             if callback is None:
@@ -65,7 +69,7 @@ class GazePPO(ContrastiveMixin, PPO):
             elif not isinstance(callback, list):
                 callback = [callback if isinstance(callback, BaseCallback) else ConvertCallback(callback)]
             callback = [self._rollout_rewards, *callback]
-        return super()._init_callback(callback, progress_bar)
+        return super().learn(total_timesteps, callback, *args, **kwargs)
 
     def _add_rollout_to_buffer(self) -> None:
         buffer = self.rollout_buffer
