@@ -91,6 +91,10 @@ def _ci(bounds: tuple[float, float], digits: int = 3) -> str:
     return "[" + ", ".join("not reached" if np.isinf(b) else f"{b:.{digits}g}" for b in bounds) + "]"
 
 
+def _round(steps: float | None) -> int | None:
+    return None if steps is None else round(steps)
+
+
 def _tail_mean(curves: np.ndarray) -> float:
     """Mean of the last 10% of the grid points of the mean curve (the final level)."""
     tail = max(1, curves.shape[-1] // 10)
@@ -142,7 +146,7 @@ def summarise(cfg: BenchConfig, curves: dict[RunSpec, dict[str, np.ndarray]]) ->
                 "env": env, "algo": algo, "method": method, "seeds": len(runs), "steps": int(last_step),
                 "final_success_once": round(_tail_mean(np.stack(success)), 3),
                 "final_success_once_ci": _ci(bootstrap_ci([success], _tail_mean)),
-                f"steps_to_success_{threshold}": steps_to_reach(grid, mean_success, threshold),
+                f"steps_to_success_{threshold}": _round(steps_to_reach(grid, mean_success, threshold)),
                 f"steps_to_success_{threshold}_ci": _ci(bootstrap_ci([success], partial(_steps_to, grid, threshold)), 4),
                 "success_auc": round(normalised_auc(grid, mean_success), 3),
                 "success_auc_ci": _ci(bootstrap_ci([success], partial(_auc, grid))),
@@ -214,8 +218,9 @@ def plot_ratios(plt: Any, path: Path, env: str, algo: str, rows: list[dict[str, 
     values = [r["efficiency_ratio_return"] for r in shown]
     bounds = [[float(x) if x != "not reached" else np.nan for x in r["efficiency_ratio_return_ci"].strip("[]").split(", ")]
               for r in shown]
-    low = [v - b[0] if not np.isnan(b[0]) else 0 for v, b in zip(values, bounds)]
-    high = [b[1] - v if not np.isnan(b[1]) else 0 for v, b in zip(values, bounds)]
+    # the point and the bounds are rounded separately: clip the tiny negative lengths that leaves
+    low = [max(v - b[0], 0.0) if not np.isnan(b[0]) else 0.0 for v, b in zip(values, bounds)]
+    high = [max(b[1] - v, 0.0) if not np.isnan(b[1]) else 0.0 for v, b in zip(values, bounds)]
     ax.bar([r["method"] for r in shown], values, yerr=[low, high], capsize=4)
     ax.axhline(1.0, color="grey", linestyle=":")
     ax.set_ylabel("sample-efficiency ratio vs baseline")
