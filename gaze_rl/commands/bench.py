@@ -164,6 +164,7 @@ def summarise(cfg: BenchConfig, curves: dict[RunSpec, dict[str, np.ndarray]]) ->
                 row["attention_on_target_end_ci"] = _ci(bootstrap_ci([list(aot[:, -1:])], lambda x: float(x.mean())))
                 row["attention_on_target_chance"] = round(float(found[0]["attention_on_target_chance"][0]), 4)
             rows.append(row)
+        ratios: dict[str, tuple[float, tuple[float, float]]] = {}  # method -> (ratio, interval), for the chart
         if "baseline" in per_seed:
             base = per_seed["baseline"]["episodic_return"]
             for row in rows:
@@ -172,11 +173,13 @@ def summarise(cfg: BenchConfig, curves: dict[RunSpec, dict[str, np.ndarray]]) ->
                 mine = per_seed[row["method"]]["episodic_return"]
                 ratio = efficiency_ratio(grid, bands["episodic_return"]["baseline"].mean,
                                          bands["episodic_return"][row["method"]].mean)
+                bounds = bootstrap_ci([base, mine], partial(_ratio, grid))
                 row["efficiency_ratio_return"] = None if ratio is None else round(ratio, 2)
-                row["efficiency_ratio_return_ci"] = _ci(bootstrap_ci([base, mine], partial(_ratio, grid)))
+                row["efficiency_ratio_return_ci"] = _ci(bounds)
+                if ratio is not None:
+                    ratios[row["method"]] = (ratio, bounds)
         plot_group(plt, cfg.out / "plots" / f"{env}__{algo}.png", env, algo, bands, on_target)
-        plot_ratios(plt, cfg.out / "plots" / f"{env}__{algo}__ratios.png", env, algo,
-                    [r for r in rows if r["env"] == env and r["algo"] == algo])
+        plot_ratios(plt, cfg.out / "plots" / f"{env}__{algo}__ratios.png", env, algo, ratios)
     write_summary(cfg.out, rows)
     return rows
 
@@ -209,19 +212,16 @@ def plot_group(plt: Any, path: Path, env: str, algo: str, bands: dict[str, dict[
     plt.close(fig)
 
 
-def plot_ratios(plt: Any, path: Path, env: str, algo: str, rows: list[dict[str, Any]]) -> None:
-    """Bar chart of the sample-efficiency ratios vs baseline with their bootstrap intervals."""
-    shown = [r for r in rows if r.get("efficiency_ratio_return") is not None]
-    if not shown:
+def plot_ratios(plt: Any, path: Path, env: str, algo: str, ratios: dict[str, tuple[float, tuple[float, float]]]) -> None:
+    """Bar chart of the sample-efficiency ratios vs baseline with their bootstrap intervals (an
+    infinite bound, "not reached" in some resamples, gets no whisker)."""
+    if not ratios:
         return
-    fig, ax = plt.subplots(figsize=(1.2 * len(shown) + 2, 3.6))
-    values = [r["efficiency_ratio_return"] for r in shown]
-    bounds = [[float(x) if x != "not reached" else np.nan for x in r["efficiency_ratio_return_ci"].strip("[]").split(", ")]
-              for r in shown]
-    # the point and the bounds are rounded separately: clip the tiny negative lengths that leaves
-    low = [max(v - b[0], 0.0) if not np.isnan(b[0]) else 0.0 for v, b in zip(values, bounds)]
-    high = [max(b[1] - v, 0.0) if not np.isnan(b[1]) else 0.0 for v, b in zip(values, bounds)]
-    ax.bar([r["method"] for r in shown], values, yerr=[low, high], capsize=4)
+    fig, ax = plt.subplots(figsize=(1.2 * len(ratios) + 2, 3.6))
+    values = [ratio for ratio, _ in ratios.values()]
+    low = [max(v - lo, 0.0) if np.isfinite(lo) else 0.0 for v, (_, (lo, _hi)) in zip(values, ratios.values())]
+    high = [max(hi - v, 0.0) if np.isfinite(hi) else 0.0 for v, (_, (_lo, hi)) in zip(values, ratios.values())]
+    ax.bar(list(ratios), values, yerr=[low, high], capsize=4)
     ax.axhline(1.0, color="grey", linestyle=":")
     ax.set_ylabel("sample-efficiency ratio vs baseline")
     ax.set_title(f"{env} {algo.upper()} (> 1: fewer samples than baseline)")
