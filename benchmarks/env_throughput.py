@@ -11,8 +11,14 @@ the load-independent figure on a shared machine; steps/s is what a run sees. Med
 chunks; the ratio fast / full is the median of per-pair ratios. Episodes auto-reset as in
 training. The load average before and after each configuration is recorded.
 
+Quality `none` is the ceiling of any render option: the same task with no camera (obs_mode
+"state"), timed alongside. What a step costs beyond it is the rendering, so each rendering row
+also gets `render_cpu_ms_per_env_step` (its CPU ms minus `none`'s, per chunk) and
+`render_speedup_cpu_vs_full` (full's rendering over its own).
+
     python benchmarks/env_throughput.py --out results/speed/env_throughput-cpu2.json
     python benchmarks/env_throughput.py --env-ids PushT-v1 --num-envs 1 --qualities full --out /tmp/x.json
+    python benchmarks/env_throughput.py --env-ids PushT-v1 PokeCube-v1 --qualities fast full none
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ import numpy as np
 import torch
 
 from _common import median, print_table, write_result
-from gaze_rl import make_vec_env
-from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrapper
+from gaze_rl import EnvSpec, make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -53,14 +59,37 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def make_camera_free_env(env_id: str) -> Any:
+    """The task as `make_vec_env` builds it (same controller and time limit), with no camera."""
+    from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+
+    from gaze_rl.envs.single import make_maniskill_env
+
+    env = make_maniskill_env(env_id, obs_mode="state", image_size=64, control_mode=EnvSpec().control_mode,
+                             render_quality="full")
+    return CPUGymWrapper(env, ignore_terminations=EnvSpec().ignore_terminations, record_metrics=False)
+
+
+def camera_free_vec_env(env_id: str, num_envs: int, seed: int) -> VecEnv:
+    """Quality `none`: one env per process as `make_vec_env` does, rendering nothing."""
+    env_fns = [lambda: make_camera_free_env(env_id) for _ in range(num_envs)]
+    env = SubprocVecEnv(env_fns, start_method="forkserver") if num_envs > 1 else DummyVecEnv(env_fns)
+    env.seed(seed)
+    return env
+
+
 class Timed:
     """One vec env under test, stepped with seeded random actions."""
 
     def __init__(self, env_id: str, num_envs: int, image_size: int, quality: str, seed: int):
         start = time.perf_counter()
-        self.env = make_vec_env(env_id=env_id, num_envs=num_envs, image_size=image_size, seed=seed,
-                                sim_backend="physx_cpu", render_quality=quality)
-        self.obs_shapes = {k: list(v.shape) for k, v in self.env.reset().items()}
+        if quality == "none":
+            self.env = camera_free_vec_env(env_id, num_envs, seed)
+        else:
+            self.env = make_vec_env(env_id=env_id, num_envs=num_envs, image_size=image_size, seed=seed,
+                                    sim_backend="physx_cpu", render_quality=quality)
+        obs = self.env.reset()
+        self.obs_shapes = {k: list(v.shape) for k, v in obs.items()} if isinstance(obs, dict) else {"state": list(obs.shape)}
         self.create_s = time.perf_counter() - start
         self.pids = stepping_pids(self.env)
         self.rng = np.random.default_rng(seed)
@@ -140,6 +169,12 @@ def measure(env_id: str, num_envs: int, image_size: int, qualities: list[str], w
             full = runs["full"]
             row["speedup_cpu_vs_full"] = median([f / q for f, q in zip(full["cpu_ms"], run["cpu_ms"])])
             row["speedup_steps_per_s_vs_full"] = median([q / f for f, q in zip(full["rates"], run["rates"])])
+        if "none" in runs and quality != "none":
+            render_ms = [q - n for q, n in zip(run["cpu_ms"], runs["none"]["cpu_ms"])]
+            row["render_cpu_ms_per_env_step"] = median(render_ms)
+            if "full" in runs and quality != "full":
+                full_render_ms = [f - n for f, n in zip(runs["full"]["cpu_ms"], runs["none"]["cpu_ms"])]
+                row["render_speedup_cpu_vs_full"] = median([f / q for f, q in zip(full_render_ms, render_ms)])
         rows.append(row)
     return rows
 
@@ -149,7 +184,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="JSON file to write")
     p.add_argument("--env-ids", nargs="+", default=["PushT-v1", "PokeCube-v1", "PushCube-v1", "PickCube-v1"])
     p.add_argument("--num-envs", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--qualities", nargs="+", default=["fast", "full"], choices=["fast", "full"])
+    p.add_argument("--qualities", nargs="+", default=["fast", "full"], choices=["fast", "full", "none"],
+                   help="none: the same task with no camera (the ceiling of any render option)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--warmup", type=int, default=10, help="untimed vec-steps after reset")
     p.add_argument("--chunks", type=int, default=6, help="timed chunks per quality (alternating)")
@@ -166,10 +202,12 @@ def main() -> None:
                       f"{r['median_cpu_ms_per_env_step']:.1f} CPU ms/step", flush=True)
             write_result(a.out, "env_throughput", vars(a) | {"out": str(a.out), "partial": True}, rows)
     print_table(f"{a.image_size} px from pixels, physx_cpu (medians)",
-                ["task", "N", "quality", "steps/s", "CPU ms/step", "x full (CPU)", "x full (steps/s)", "load"],
+                ["task", "N", "quality", "steps/s", "CPU ms/step", "x full (CPU)", "x full (steps/s)",
+                 "render CPU ms", "render x full", "load"],
                 [[r["env_id"], r["num_envs"], r["render_quality"], r["median_env_steps_per_s"],
                   r["median_cpu_ms_per_env_step"], r.get("speedup_cpu_vs_full", ""),
-                  r.get("speedup_steps_per_s_vs_full", ""), f"{r['load_average_before'][0]:.1f}"] for r in rows])
+                  r.get("speedup_steps_per_s_vs_full", ""), r.get("render_cpu_ms_per_env_step", ""),
+                  r.get("render_speedup_cpu_vs_full", ""), f"{r['load_average_before'][0]:.1f}"] for r in rows])
     write_result(a.out, "env_throughput", vars(a) | {"out": str(a.out), "partial": False}, rows)
 
 

@@ -57,7 +57,10 @@ def profile_settings(profile: str, env: str, algo: str) -> dict[str, Any]:
 
 
 def grid_of(cfg: BenchConfig) -> list[RunSpec]:
-    return [RunSpec(*combo) for combo in product(cfg.envs, cfg.algos, cfg.methods, cfg.seeds)]
+    """The grid's runs, seed-major within each (env, algo): every method's seed 0 comes before
+    any seed 1, so a grid stopped part-way holds whole comparisons, not all seeds of one method."""
+    return [RunSpec(env, algo, method, seed)
+            for env, algo, seed, method in product(cfg.envs, cfg.algos, cfg.seeds, cfg.methods)]
 
 
 def run_settings(spec: RunSpec, cfg: BenchConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gaze_rl.bench_runs import BENCH_ARGS_FILE, RunSpec, train_args, train_command
+from gaze_rl.bench_runs import BENCH_ARGS_FILE, RunSpec, grid_of, train_args, train_command
 from gaze_rl.commands.bench import bench
 from gaze_rl.config import BenchConfig
 from gaze_rl.curves import band, bootstrap_ci, efficiency_ratio, normalised_auc, on_grid, steps_to_reach
@@ -125,6 +125,11 @@ def test_unfinished_run_resumes_only_with_the_same_arguments(tmp_path):
     assert "--resume" in command and command[command.index("--total-timesteps") + 1] == "4096"
     other = BenchConfig(out=tmp_path, profile="cpu", total_timesteps=2048, num_envs=1)
     assert "--resume" not in train_command(spec, other, run_dir)  # other settings: start again
+
+
+def test_grid_runs_seed_major_so_a_stopped_grid_holds_whole_comparisons(tmp_path):
+    cfg = BenchConfig(out=tmp_path, envs=["PushCube-v1"], methods=["baseline", "gaze"], seeds=[0, 1])
+    assert [(s.seed, s.method) for s in grid_of(cfg)] == [(0, "baseline"), (0, "gaze"), (1, "baseline"), (1, "gaze")]
 
 
 def test_unknown_profile_fails_before_training(tmp_path):

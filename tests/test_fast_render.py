@@ -82,6 +82,7 @@ def test_clustering_cuts_triangles_and_stays_on_the_surface():
     v, t, n, uv = cluster_vertices(vertices, triangles, normals, uvs, cell=CELL_METRES)
     assert len(t) < len(triangles) / 4
     assert t.max() < len(v) and len(v) == len(n) == len(uv)
+    assert len(np.unique(t)) == len(v)  # every vertex is used (lavapipe shades them all)
     # merged vertices stay within a cell of the sphere; normals stay unit and outward
     assert np.abs(np.linalg.norm(v, axis=1) - 0.1).max() < CELL_METRES
     np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1, atol=1e-5)
