@@ -3,8 +3,8 @@
 On a CPU, SAPIEN renders through Mesa's lavapipe, and a 64 px frame of a ManiSkill3 task costs
 ~30-40 ms, almost all of it vertex work: ~155k triangles per frame (the Panda's visual meshes
 ~128k, the ground a 100x100 grid) through a vertex shader that inverts a 4x4 matrix and builds
-a tangent frame per vertex. Two changes cut the CPU per env step 4-6x with real frames
-(results/speed section 4; what remains is mostly pixel shading):
+a tangent frame per vertex. Two changes cut a frame's CPU 8-10x with real frames, and an env
+step's 4-6x (results/speed section 4; what remains is mostly ManiSkill's own task code):
 
 1. **Level-of-detail meshes.** After every reconfigure, for every sub-scene, each render body
    with a shape of >= `MIN_TRIANGLES` triangles gets a copy of its meshes simplified by vertex
