@@ -189,9 +189,11 @@ def plot_group(plt: Any, path: Path, env: str, algo: str, bands: dict[str, dict[
     panels = len(CURVE_METRICS) + bool(on_target)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
     for ax, metric in zip(axes, CURVE_METRICS):
+        # A t-interval over few seeds can leave a rate's range; draw it only where the rate can be.
+        low, high = (0.0, 1.0) if metric.startswith("success") else (-np.inf, np.inf)
         for method, b in bands[metric].items():
             ax.plot(b.steps, b.mean, label=f"{method} (n={b.seeds})")
-            ax.fill_between(b.steps, b.low, b.high, alpha=0.2)
+            ax.fill_between(b.steps, np.clip(b.low, low, high), np.clip(b.high, low, high), alpha=0.2)
         ax.set_xlabel("env steps")
         ax.set_title(metric)
     if on_target:
