@@ -65,9 +65,10 @@ def make_camera_free_env(env_id: str) -> Any:
 
     from gaze_rl.envs.single import make_maniskill_env
 
-    env = make_maniskill_env(env_id, obs_mode="state", image_size=64, control_mode=EnvSpec().control_mode,
+    spec = EnvSpec(env_id=env_id)
+    env = make_maniskill_env(env_id, obs_mode="state", image_size=spec.image_size, control_mode=spec.control_mode,
                              render_quality="full")
-    return CPUGymWrapper(env, ignore_terminations=EnvSpec().ignore_terminations, record_metrics=False)
+    return CPUGymWrapper(env, ignore_terminations=spec.ignore_terminations, record_metrics=False)
 
 
 def camera_free_vec_env(env_id: str, num_envs: int, seed: int) -> VecEnv:

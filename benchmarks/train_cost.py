@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,10 +30,12 @@ from gaze_rl.bench_runs import RunSpec, cli_command, train_args
 from gaze_rl.config import BenchConfig
 
 
-def tree_cpu_seconds(command: list[str]) -> tuple[float, float]:
-    """(CPU seconds of the command's process tree, wall seconds) of one run to completion."""
+def tree_cpu_seconds(command: list[str], log: Path) -> tuple[float, float]:
+    """(CPU seconds of the command's process tree, wall seconds) of one run to completion; its
+    output goes to `log` (a pipe nobody reads while it runs could fill and stall the run)."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     root = psutil.Process(process.pid)
     seen: dict[int, float] = {}  # the last CPU total read per process: a worker's own final reading counts
 
@@ -50,7 +51,7 @@ def tree_cpu_seconds(command: list[str]) -> tuple[float, float]:
         sample()
         time.sleep(0.5)
     if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{process.stderr.read()[-2000:]}")
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{log.read_text()[-2000:]}")
     return sum(seen.values()), time.perf_counter() - start
 
 
@@ -76,7 +77,7 @@ def main() -> None:
                 for steps in (short, long):
                     cfg = BenchConfig(out=Path(tmp), profile=a.profile, total_timesteps=steps)  # type: ignore[arg-type]
                     command = cli_command(train_args(spec, cfg), Path(tmp) / f"{method}-{steps}")
-                    run[f"cpu_s_{steps}"], run[f"wall_s_{steps}"] = tree_cpu_seconds(command)
+                    run[f"cpu_s_{steps}"], run[f"wall_s_{steps}"] = tree_cpu_seconds(command, Path(tmp) / f"{method}-{steps}.log")
                 run["cpu_ms_per_step"] = 1e3 * (run[f"cpu_s_{long}"] - run[f"cpu_s_{short}"]) / (long - short)
                 run["wall_ms_per_step"] = 1e3 * (run[f"wall_s_{long}"] - run[f"wall_s_{short}"]) / (long - short)
                 samples[method].append(run)
@@ -101,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -221,8 +221,8 @@ def plot_ratios(plt: Any, path: Path, env: str, algo: str, ratios: dict[str, tup
         return
     fig, ax = plt.subplots(figsize=(1.2 * len(ratios) + 2, 3.6))
     values = [ratio for ratio, _ in ratios.values()]
-    low = [max(v - lo, 0.0) if np.isfinite(lo) else 0.0 for v, (_, (lo, _hi)) in zip(values, ratios.values())]
-    high = [max(hi - v, 0.0) if np.isfinite(hi) else 0.0 for v, (_, (_lo, hi)) in zip(values, ratios.values())]
+    low = [max(ratio - lo, 0.0) if np.isfinite(lo) else 0.0 for ratio, (lo, _) in ratios.values()]
+    high = [max(hi - ratio, 0.0) if np.isfinite(hi) else 0.0 for ratio, (_, hi) in ratios.values()]
     ax.bar(list(ratios), values, yerr=[low, high], capsize=4)
     ax.axhline(1.0, color="grey", linestyle=":")
     ax.set_ylabel("sample-efficiency ratio vs baseline")
