@@ -158,11 +158,13 @@ class EvalConfig(Validated):
     """Where results go; default <run>/eval/."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Torch device."""
+    torch_threads: int | None = 1
+    """CPU threads of torch (1, as in training: a batch of one image runs several times slower with 2 threads beside the renderer's on a 2-core CPU); None = torch's default."""
     overwrite: bool = False
     """Replace results of an earlier evaluation with the same checkpoint, seed and variant."""
 
     def check(self) -> None:
-        at_least(1, episodes=self.episodes)
+        at_least(1, episodes=self.episodes, torch_threads=self.torch_threads)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecTransposeImage
 
-from gaze_rl.build import ALGO_CLASSES, load_run_config, resolve_device
+from gaze_rl.build import ALGO_CLASSES, load_run_config, resolve_device, use_torch_threads
 from gaze_rl.checkpoints import load_model
 from gaze_rl.config import EvalConfig
 from gaze_rl.envs.factory import make_vec_env
@@ -30,6 +30,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     for path in (result_path, video_path if cfg.video else None):
         if path is not None and path.exists() and not cfg.overwrite:
             raise FileExistsError(f"{path} already exists; pass --overwrite to replace it, or another --seed or --out-dir")
+    use_torch_threads(cfg.torch_threads)
     algo_class = ALGO_CLASSES[run["train"]["algo"]]
     model = load_model(algo_class, cfg.checkpoint, device=resolve_device(cfg.device))
     # Channel-first images, as the policy saw them in training (SB3 transposes there too).

@@ -24,6 +24,7 @@ NUM_DISTRACTORS = 6
 
 
 def _clutter_class(base: type) -> type:
+    import sapien
     from mani_skill.utils.building import actors
     from mani_skill.utils.structs.pose import Pose
 
@@ -34,7 +35,9 @@ def _clutter_class(base: type) -> type:
             self._distractors = [
                 actors.build_cube(self.scene, half_size=float(rng.uniform(0.02, 0.04)),
                                   color=[*rng.uniform(0.05, 1.0, 3), 1.0], name=f"distractor_{i}",
-                                  body_type="kinematic", add_collision=False)
+                                  body_type="kinematic", add_collision=False,
+                                  # placed per episode below; a pose here silences ManiSkill's warning
+                                  initial_pose=sapien.Pose(p=[0.0, 0.0, 0.03]))
                 for i in range(NUM_DISTRACTORS)
             ]
 
