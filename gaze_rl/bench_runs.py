@@ -71,6 +71,8 @@ def run_settings(spec: RunSpec, cfg: BenchConfig) -> dict[str, Any]:
         settings["total_timesteps"] = cfg.total_timesteps
     if cfg.num_envs is not None:
         settings["num_envs"] = cfg.num_envs
+    if cfg.variant != "none":
+        settings["variant"] = cfg.variant
     return settings
 
 

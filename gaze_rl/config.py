@@ -220,6 +220,8 @@ class BenchConfig(Validated):
     """Override the profile's training budget."""
     num_envs: int | None = None
     """Override the profile's envs per run (CPU: one process each)."""
+    variant: Literal["none", "clutter", "lighting"] = "none"
+    """Train every run on this visual variant of its task ('clutter': random distractor cubes; 'lighting': random lights); use its own --out."""
     torch_threads: int = 1
     """CPU threads of each run's torch: the same on every machine and runner, so a run's curve does not depend on where it ran (1 is also the fastest for these small networks on a busy CPU)."""
     workers: int = 1

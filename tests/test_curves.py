@@ -135,3 +135,11 @@ def test_grid_runs_seed_major_so_a_stopped_grid_holds_whole_comparisons(tmp_path
 def test_unknown_profile_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="unknown profile"):
         bench(BenchConfig(out=tmp_path, profile="tpu"))  # type: ignore[arg-type]
+
+
+def test_bench_variant_trains_every_run_on_it():
+    """--variant reaches each run's train command (and so its bench_args, which a resume must match)."""
+    spec = RunSpec("PushCube-v1", "ppo", "gaze", 0)
+    args = train_args(spec, BenchConfig(variant="clutter"))
+    assert args[args.index("--variant") + 1] == "clutter"
+    assert "--variant" not in train_args(spec, BenchConfig())
