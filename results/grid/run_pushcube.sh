@@ -4,11 +4,18 @@
 # then seed 1, ...), so complete seed rows land first, and keeps --workers runs going at all times.
 # Resumable: re-running skips finished runs and resumes unfinished ones from their newest
 # checkpoint. WORKERS=2 runs two at once (the 2-core machine is then fully loaded). The bench
-# writes the summary of every finished run (all seeds) at the end.
+# writes the summary of the runs it was given (METHODS x SEEDS) at the end.
+#   core grid:          bash results/grid/run_pushcube.sh
+#   seeds 3 and 4 of the arms within noise of each other:
+#                       SEEDS="3 4" METHODS="baseline foveal gaze gaze-shuffled" bash results/grid/run_pushcube.sh
+#   train on clutter:   VARIANT=clutter OUT=bench/grid-pushcube-clutter METHODS="baseline gaze" bash results/grid/run_pushcube.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench/grid-pushcube}
 WORKERS=${WORKERS:-1}
-.venv/bin/gaze-rl bench --profile cpu-learn --envs PushCube-v1 \
-  --methods baseline foveal gaze gaze-shuffled baseline+shift gaze+shift --seeds 0 1 2 \
-  --out "$OUT" --workers "$WORKERS"
+METHODS=${METHODS:-baseline foveal gaze gaze-shuffled baseline+shift gaze+shift}
+SEEDS=${SEEDS:-0 1 2}
+VARIANT=${VARIANT:-none}
+# shellcheck disable=SC2086  # METHODS and SEEDS are word lists
+.venv/bin/gaze-rl bench --profile cpu-learn --envs PushCube-v1 --methods $METHODS --seeds $SEEDS \
+  --variant "$VARIANT" --out "$OUT" --workers "$WORKERS"
