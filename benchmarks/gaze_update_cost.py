@@ -21,10 +21,12 @@ from _common import median, print_table
 BAND = 5_000
 
 
-def scalars(run: Path, tags: tuple[str, ...]) -> dict[str, list[float]]:
+def scalars(run: Path, tags: tuple[str, ...]) -> list[tuple[float, ...]]:
+    """The tags' values at each logged step where all of them were logged."""
     events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
     events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in tags}
+    by_step = [{e.step: e.value for e in events.Scalars(tag)} for tag in tags]
+    return [tuple(values[step] for values in by_step) for step in sorted(set.intersection(*(set(v) for v in by_step)))]
 
 
 def main() -> None:
@@ -34,8 +36,7 @@ def main() -> None:
     a = p.parse_args()
     bands: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in a.runs:
-        logged = scalars(run, ("gaze/buffer_size", "gaze/update_ms", "gaze/mining_ms"))
-        for size, update, mining in zip(*logged.values()):
+        for size, update, mining in scalars(run, ("gaze/buffer_size", "gaze/update_ms", "gaze/mining_ms")):
             bands[int(size) // BAND]["update"].append(update)
             bands[int(size) // BAND]["mining"].append(mining)
     rows = [[f"{b * BAND // 1000}-{(b + 1) * BAND // 1000}k", len(v["update"]), median(v["update"]), median(v["mining"]),
