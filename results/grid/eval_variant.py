@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from gaze_rl.curves import bootstrap_ci
+from gaze_rl.methods import BENCH_ARMS
 
 
 def run_name_parts(name: str) -> tuple[str, str, str, int]:
@@ -78,9 +79,11 @@ def main() -> None:
              "mean over training seeds, 95% bootstrap interval over seeds in brackets. "
              "success = success_once; attention = the policy's attention-on-target (chance in brackets).",
              "",
-             f"| task | method | seeds | success, normal | success, {args.variant} | drop | attention, normal | attention, {args.variant} |",
+             f"| task | method | seeds | success, normal | success, {args.variant} | drop | attention, normal "
+             f"| attention, {args.variant} |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for env_id, method in dict.fromkeys((row["env_id"], row["method"]) for row in rows):
+    arms = sorted({(row["env_id"], row["method"]) for row in rows}, key=lambda arm: (arm[0], BENCH_ARMS.index(arm[1])))
+    for env_id, method in arms:
         def values(variant: str, key: str, env_id: str = env_id, method: str = method) -> np.ndarray:
             picked = [row for row in rows if (row["env_id"], row["method"], row["variant"]) == (env_id, method, variant)]
             return np.array([row[key] for row in sorted(picked, key=lambda row: row["seed"])], dtype=float)
