@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,11 @@ from gaze_rl.runlog import write_json
 from gaze_rl.visualize import attention_of, overlays
 
 
+def result_stem(checkpoint: Path, seed: int, variant: str) -> str:
+    """File name (without suffix) of an evaluation's json and mp4: one per checkpoint, seed and variant."""
+    return f"{checkpoint.stem}__seed{seed}" + (f"__{variant}" if variant != "none" else "")
+
+
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Runs the episodes, prints and saves the summary; returns it."""
     run = load_run_config(cfg.checkpoint)
@@ -25,7 +31,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.variant is not None:
         spec.variant = cfg.variant
     out_dir = cfg.out_dir or cfg.checkpoint.resolve().parent.parent / "eval"
-    stem = f"{cfg.checkpoint.stem}__seed{cfg.seed}" + (f"__{spec.variant}" if spec.variant != "none" else "")
+    stem = result_stem(cfg.checkpoint, cfg.seed, spec.variant)
     result_path, video_path = out_dir / f"{stem}.json", out_dir / f"{stem}.mp4"
     for path in (result_path, video_path if cfg.video else None):
         if path is not None and path.exists() and not cfg.overwrite:

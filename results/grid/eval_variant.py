@@ -16,11 +16,12 @@ import argparse
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from gaze_rl.bench_runs import cli_command
+from gaze_rl.commands.evaluate import result_stem
 from gaze_rl.curves import bootstrap_ci
 from gaze_rl.methods import BENCH_ARMS
 
@@ -37,12 +38,11 @@ def evaluate(checkpoint: Path, out_dir: Path, variant: str, episodes: int, seed:
     Actions are sampled, as in the training curves: on this CPU protocol PPO's mean action succeeds
     far less often than its samples (baseline+shift seed 0: 0 of 30 episodes, against ~20% in training).
     """
-    stem = f"{checkpoint.stem}__seed{seed}" + (f"__{variant}" if variant != "none" else "")
-    result = out_dir / f"{stem}.json"
+    result = out_dir / f"{result_stem(checkpoint, seed, variant)}.json"
     if not result.exists():
-        command = [sys.executable, "-m", "gaze_rl.cli", "eval", "--checkpoint", str(checkpoint), "--episodes", str(episodes),
-                   "--seed", str(seed), "--variant", variant, "--no-deterministic", "--attention-on-target", "--out-dir", str(out_dir)]
-        subprocess.run(command, check=True)
+        subprocess.run(cli_command(["eval", "--checkpoint", str(checkpoint), "--episodes", str(episodes), "--seed", str(seed),
+                                    "--variant", variant, "--no-deterministic", "--attention-on-target",
+                                    "--out-dir", str(out_dir)]), check=True)
     return json.loads(result.read_text())
 
 
