@@ -236,6 +236,8 @@ class BenchConfig(Validated):
     """Times a run is restarted after its Ray worker or node died (or its process was killed)."""
     aggregate_only: bool = False
     """Skip training; only aggregate the runs already in out/runs."""
+    curves_from: Path | None = None
+    """Aggregate the curves in this folder instead of out/runs (skips training): `<run>.csv` and `<run>.on_target.csv` per run, as results/grid/*/curves/ holds them, so a committed grid re-aggregates without its checkpoints; the summary and plots go to --out."""
 
     def check(self) -> None:
         for name in ("workers", "torch_threads", "num_envs", "total_timesteps"):
@@ -253,6 +255,9 @@ class BenchConfig(Validated):
             raise ConfigError(f"ray-num-gpus must be >= 0 (got {self.ray_num_gpus})")
         if self.ray_max_retries < 0:
             raise ConfigError(f"ray-max-retries must be >= 0 (got {self.ray_max_retries})")
+        if self.curves_from is not None and not self.curves_from.is_dir():
+            raise ConfigError(f"--curves-from {self.curves_from} is not a folder: give one holding <run>.csv curves, "
+                              "e.g. results/grid/pushcube/curves")
 
 
 @dataclass

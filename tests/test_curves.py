@@ -14,6 +14,7 @@ from gaze_rl.bench_runs import BENCH_ARGS_FILE, RunSpec, grid_of, train_args, tr
 from gaze_rl.commands.bench import bench
 from gaze_rl.config import BenchConfig
 from gaze_rl.curves import band, bootstrap_ci, efficiency_ratio, normalised_auc, on_grid, steps_to_reach
+from gaze_rl.errors import ConfigError
 from gaze_rl.runlog import CURVE_COLUMNS
 
 
@@ -98,6 +99,38 @@ def test_summary_plots_and_curves_csv(tmp_path):
     assert len(combined) == 16
     assert set(combined[0]) == {"method", "algo", "env", "seed", "step", "return", "success_once",
                                 "success_at_end", "wall_s"}
+
+
+def test_curves_from_a_committed_folder_give_the_same_summary(tmp_path):
+    """A grid whose checkpoints are gone re-aggregates from its committed curves (results/grid/*/curves)."""
+    runs, committed = tmp_path / "bench", tmp_path / "curves"
+    committed.mkdir()
+    cfg = BenchConfig(out=runs, envs=("PushT-v1",), methods=("baseline", "gaze"), seeds=(0, 1), aggregate_only=True)
+    for seed in (0, 1):
+        for method, success in (("baseline", [0, 0, 1, 1]), ("gaze", [0, seed, 1, 1])):
+            spec = RunSpec("PushT-v1", "ppo", method, seed)
+            write_run(runs, spec, [100, 200, 300, 400], [1, 2, 3, 4 + seed], success)
+            (committed / f"{spec.name}.csv").write_text((runs / "runs" / spec.name / "curve.csv").read_text())
+    on_target = "global_step,attention_on_target,attention_on_target_chance,attention_on_target_lift\n0,0.05,0.04,1.2\n"
+    (runs / "runs" / RunSpec("PushT-v1", "ppo", "gaze", 0).name / "on_target.csv").write_text(on_target)
+    (committed / f"{RunSpec('PushT-v1', 'ppo', 'gaze', 0).name}.on_target.csv").write_text(on_target)
+    from_runs = bench(cfg)
+    from_committed = bench(BenchConfig(out=tmp_path / "summary", envs=cfg.envs, methods=cfg.methods, seeds=cfg.seeds,
+                                       curves_from=committed))
+    assert from_committed == from_runs
+    assert from_committed[1]["attention_on_target_start"] == pytest.approx(0.05)
+    assert (tmp_path / "summary" / "plots" / "PushT-v1__ppo.png").is_file()
+    assert not (tmp_path / "summary" / "runs").exists()  # nothing was trained
+    # a seed without a committed curve is left out, as an unfinished run is
+    (committed / f"{RunSpec('PushT-v1', 'ppo', 'baseline', 1).name}.csv").unlink()
+    rows = bench(BenchConfig(out=tmp_path / "summary", envs=cfg.envs, methods=cfg.methods, seeds=cfg.seeds,
+                             curves_from=committed))
+    assert [r["seeds"] for r in rows] == [1, 2]
+
+
+def test_curves_from_must_be_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match="not a folder"):
+        BenchConfig(curves_from=tmp_path / "missing")
 
 
 def test_train_command_uses_profile_and_resumes_only_unfinished(tmp_path):

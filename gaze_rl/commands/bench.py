@@ -3,7 +3,8 @@
 Each run is one `gaze-rl train` process whose results land in `<out>/runs/<env>__<algo>__<method>__s<seed>`;
 a run whose final checkpoint exists is skipped, and an unfinished run started by an earlier bench
 with the same arguments resumes from its newest checkpoint, so an interrupted bench continues
-where it stopped. Runs go to local processes (`--workers` at a time) or to a Ray cluster
+where it stopped; `--curves-from` summarises committed curves instead (a grid whose checkpoints
+are gone). Runs go to local processes (`--workers` at a time) or to a Ray cluster
 (gaze_rl.bench_runs, gaze_rl.bench_ray). The summary: `curves.csv` (every episode of every run), mean and 95%
 interval plots per (env, algo) (with attention-on-target over training, and a bar chart of the
 efficiency ratios), and `summary.csv` / `summary.md` with steps to the success threshold, area
@@ -61,10 +62,27 @@ def run_grid(cfg: BenchConfig) -> list[RunSpec]:
     return grid
 
 
+def curve_file(cfg: BenchConfig, spec: RunSpec) -> Path | None:
+    """The curve of a finished run: `<out>/runs/<run>/curve.csv`, or `<curves_from>/<run>.csv`; None if unfinished."""
+    if cfg.curves_from is not None:
+        path = cfg.curves_from / f"{spec.name}.csv"
+        return path if path.is_file() else None
+    run_dir = cfg.out / "runs" / spec.name
+    return run_dir / "curve.csv" if is_finished(run_dir) else None
+
+
+def on_target_file(cfg: BenchConfig, spec: RunSpec) -> Path:
+    """Where a run's attention-on-target measurements are (the file may not exist)."""
+    if cfg.curves_from is not None:
+        return cfg.curves_from / f"{spec.name}.on_target.csv"
+    return cfg.out / "runs" / spec.name / "on_target.csv"
+
+
 def write_curves(cfg: BenchConfig, grid: list[RunSpec]) -> dict[RunSpec, dict[str, np.ndarray]]:
     """Collects the finished runs' curves into `<out>/curves.csv`."""
-    curves = {s: read_curve(cfg.out / "runs" / s.name / "curve.csv") for s in grid
-              if is_finished(cfg.out / "runs" / s.name)}
+    files = {s: curve_file(cfg, s) for s in grid}
+    curves = {s: read_curve(path) for s, path in files.items() if path is not None}
+    cfg.out.mkdir(parents=True, exist_ok=True)
     with (cfg.out / "curves.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CURVE_CSV_COLUMNS)
@@ -75,9 +93,8 @@ def write_curves(cfg: BenchConfig, grid: list[RunSpec]) -> dict[RunSpec, dict[st
     return curves
 
 
-def read_on_target(run_dir: Path) -> dict[str, np.ndarray] | None:
-    """A run's attention-on-target measurements (RUN/on_target.csv), or None without any."""
-    path = run_dir / "on_target.csv"
+def read_on_target(path: Path) -> dict[str, np.ndarray] | None:
+    """A run's attention-on-target measurements (its on_target.csv), or None without any."""
     if not path.is_file():
         return None
     with path.open() as f:
@@ -154,7 +171,7 @@ def summarise(cfg: BenchConfig, curves: dict[RunSpec, dict[str, np.ndarray]]) ->
                 "wall_s": round(float(wall), 1),
                 "env_steps_per_s": round(float(np.mean([c["env_steps_per_s"][-1] for c in runs.values()])), 1),
             }
-            found = [m for m in (read_on_target(cfg.out / "runs" / s.name) for s in runs) if m is not None]
+            found = [m for m in (read_on_target(on_target_file(cfg, s)) for s in runs) if m is not None]
             if found:
                 on_target[method] = found
                 n = min(len(m["attention_on_target"]) for m in found)
@@ -257,9 +274,9 @@ def validate(cfg: BenchConfig) -> None:
 
 
 def bench(cfg: BenchConfig) -> list[dict[str, Any]]:
-    """Trains (unless aggregate_only) and summarises the grid."""
+    """Trains (unless aggregate_only or curves_from) and summarises the grid."""
     validate(cfg)
     grid = grid_of(cfg)
-    if not cfg.aggregate_only:
+    if not cfg.aggregate_only and cfg.curves_from is None:
         run_grid(cfg)
     return summarise(cfg, write_curves(cfg, grid))

@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# Copies a grid's results from the bench's output into results/: the summary the bench wrote
-# (run `gaze-rl bench ... --aggregate-only` first), its plots, and every finished run's curves
-# (curve.csv -> curves/<run>.csv, on_target.csv -> curves/<run>.on_target.csv).
-#   bash results/grid/collect.sh bench/grid-pushcube results/grid/pushcube
+# Copies a grid's finished runs from the bench's output into results/ (curve.csv -> curves/<run>.csv,
+# on_target.csv -> curves/<run>.on_target.csv), beside the runs already committed there, then
+# summarises every committed curve of the grid chosen by the remaining arguments into results/
+# (summary.csv, summary.md, plots/) with `gaze-rl bench --curves-from`. So a grid can grow over
+# sessions whose bench folders (checkpoints) are gone:
+#   bash results/grid/collect.sh bench/grid-pokecube results/grid/pokecube \
+#     --envs PokeCube-v1 --methods baseline foveal gaze gaze-shuffled baseline+shift gaze+shift --seeds 0 1 2
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SRC=${1:-bench/grid-pushcube}
-DEST=${2:-results/grid/pushcube}
+SRC=$1
+DEST=$2
+shift 2
 mkdir -p "$DEST/curves" "$DEST/plots"
-cp "$SRC/summary.md" "$SRC/summary.csv" "$DEST/"
-cp "$SRC"/plots/*.png "$DEST/plots/"
 for run in "$SRC"/runs/*/; do
-  [ -f "$run/checkpoints/final.zip" ] || continue  # unfinished: not part of the summary either
+  [ -f "$run/checkpoints/final.zip" ] || continue  # unfinished
   name=$(basename "$run")
   cp "$run/curve.csv" "$DEST/curves/$name.csv"
   if [ -f "$run/on_target.csv" ]; then cp "$run/on_target.csv" "$DEST/curves/$name.on_target.csv"; fi
 done
-echo "collected $(ls "$DEST/curves" | grep -vc on_target) finished runs into $DEST"
+SUMMARY=$(mktemp -d)  # the bench also writes curves.csv (every episode again): not for results/
+trap 'rm -rf "$SUMMARY"' EXIT
+.venv/bin/gaze-rl bench --profile cpu-learn "$@" --curves-from "$DEST/curves" --out "$SUMMARY" > /dev/null
+cp "$SUMMARY/summary.md" "$SUMMARY/summary.csv" "$DEST/"
+cp "$SUMMARY"/plots/*.png "$DEST/plots/"
+echo "$DEST: $(ls "$DEST/curves" | grep -vc on_target) committed runs; summary:"
+cat "$DEST/summary.md"
