@@ -2,8 +2,9 @@
 # Copies a grid's finished runs from the bench's output into results/ (curve.csv -> curves/<run>.csv,
 # on_target.csv -> curves/<run>.on_target.csv), beside the runs already committed there, then
 # summarises every committed curve of the grid chosen by the remaining arguments into results/
-# (summary.csv, summary.md, plots/) with `gaze-rl bench --curves-from`. So a grid can grow over
-# sessions whose bench folders (checkpoints) are gone:
+# (summary.csv, summary.md, plots/) with `gaze-rl bench --curves-from`, and per_seed.md
+# (results/grid/per_seed.py: final success per seed, attention-on-target over training).
+# So a grid can grow over sessions whose bench folders (checkpoints) are gone:
 #   bash results/grid/collect.sh bench/grid-pokecube results/grid/pokecube \
 #     --envs PokeCube-v1 --methods baseline foveal gaze gaze-shuffled baseline+shift gaze+shift --seeds 0 1 2
 set -euo pipefail
@@ -23,5 +24,6 @@ trap 'rm -rf "$SUMMARY"' EXIT
 .venv/bin/gaze-rl bench --profile cpu-learn "$@" --curves-from "$DEST/curves" --out "$SUMMARY" > /dev/null
 cp "$SUMMARY/summary.md" "$SUMMARY/summary.csv" "$DEST/"
 cp "$SUMMARY"/plots/*.png "$DEST/plots/"
+.venv/bin/python results/grid/per_seed.py "$DEST/curves" > "$DEST/per_seed.md"
 echo "$DEST: $(ls "$DEST/curves" | grep -vc on_target) committed runs; summary:"
 cat "$DEST/summary.md"
