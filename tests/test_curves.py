@@ -77,7 +77,7 @@ def test_summary_plots_and_curves_csv(tmp_path):
         write_run(tmp_path, RunSpec("PushT-v1", "ppo", "gaze", seed), steps, [2, 4, 5, 6], [0, 1, 1, 1])
         with (tmp_path / "runs" / RunSpec("PushT-v1", "ppo", "gaze", seed).name / "on_target.csv").open("w") as f:
             f.write("global_step,attention_on_target,attention_on_target_chance,attention_on_target_lift\n"
-                    f"0,0.05,0.04,1.25\n200,{0.1 + 0.1 * seed},0.04,3.0\n")
+                    f"0,0.05,{0.04 + 0.02 * seed},1.25\n200,{0.1 + 0.1 * seed},{0.04 + 0.02 * seed},3.0\n")
     rows = bench(cfg)
     by_method = {r["method"]: r for r in rows}
     assert by_method["gaze"]["final_success_once"] == 1.0
@@ -90,6 +90,7 @@ def test_summary_plots_and_curves_csv(tmp_path):
     assert by_method["gaze"]["attention_on_target_start"] == pytest.approx(0.05)
     assert by_method["gaze"]["attention_on_target_end"] == pytest.approx(0.15)
     assert by_method["gaze"]["attention_on_target_end_ci"] == "[0.1, 0.2]"
+    assert by_method["gaze"]["attention_on_target_chance"] == pytest.approx(0.05)  # each seed probes its own frames
     assert "attention_on_target_end" not in by_method["baseline"]  # no measurements: no column
     assert (tmp_path / "plots" / "PushT-v1__ppo.png").stat().st_size > 5_000
     assert (tmp_path / "plots" / "PushT-v1__ppo__ratios.png").stat().st_size > 5_000
