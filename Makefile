@@ -9,7 +9,7 @@ setup:
 
 # The main job on a sensible default: a short gaze-PPO run on PushT-v1 from 64x64 pixels.
 train: setup
-	$(VENV)/bin/gaze-rl train --env-id PushT-v1 --algo ppo --method gaze --total-timesteps 4000 $(TRAIN_ARGS)
+	$(VENV)/bin/gaze-rl train --env-id PushCube-v1 --control-mode pd_ee_delta_pos --algo ppo --method gaze --total-timesteps 10000 $(TRAIN_ARGS)
 
 # Lint and type-check the package (seconds; settings in pyproject.toml).
 lint: setup
