@@ -5,10 +5,14 @@ build that still runs but no longer learns. Protocol: the CPU protocol of `gaze-
 --profile cpu-learn` (results/protocol/): PushCube-v1 from 64 px + state, PPO, the end-effector
 controller, 2 env processes, fast rendering, seed 0, cut to BUDGET env steps.
 
-Calibration (seed 0, the 2-core machine; success_once over the last 100 of ~215 episodes):
-baseline 0.37, gaze 0.21; the untrained policy's first 100 episodes: 0.07-0.09. THRESHOLD sits
-~3 binomial standard deviations above the untrained level, so a build that does not learn
-fails with > 99% probability, and below both learning runs.
+A run learns if either signal shows it: success_once over its last 100 episodes >= THRESHOLD,
+or its mean return over the last 100 episodes >= RETURN_RISE above its first 100. One 10k-step
+run of one seed is noisy in each (committed grid, results/grid/, 32 PushCube runs cut to 10k
+steps: 12 end below 0.16 success, 4 rise less than 0.4 in return, none both), and a run's exact
+trajectory depends on the CPU's floating point (on 2026-12-02's machine this seed's baseline
+ended at 0.15 success, +0.96 return; on the earlier one at 0.37). A build whose PPO update is
+removed fails both (success 0.01). THRESHOLD sits ~3 binomial standard deviations above the
+untrained level (0.07-0.09 over the first 100 episodes).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ BUDGET = 10_000
 LAST_EPISODES = 100
 """Success is measured over the run's last episodes (~4.5k env steps of <= 50-step episodes)."""
 THRESHOLD = 0.16
-"""success_once over the last episodes that a learning run must reach; untrained: ~0.08."""
+"""success_once over the last episodes that shows learning; untrained: ~0.08."""
+RETURN_RISE = 0.4
+"""Rise of the mean episodic return, last episodes over the first, that shows learning."""
 MIN_RISE = 1.1
 """The gaze's attention-on-target at the end over the start (calibration: 0.035 -> 0.048, 1.37x;
 with the contrastive optimizer step removed it stays at 0.035: 1.0016x)."""
@@ -43,11 +49,17 @@ def train_pushcube(run_dir: Path, method: str) -> Path:
     return train(cfg)
 
 
-def final_success(run_dir: Path) -> float:
+def learned(run_dir: Path) -> tuple[bool, str]:
+    """Whether the run learned (either signal), and what both signals measured."""
     with (run_dir / "curve.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) >= LAST_EPISODES, f"only {len(rows)} episodes in {BUDGET} steps"
-    return float(np.mean([float(r["success_once"]) for r in rows[-LAST_EPISODES:]]))
+    assert len(rows) >= 2 * LAST_EPISODES, f"only {len(rows)} episodes in {BUDGET} steps"
+    success = float(np.mean([float(r["success_once"]) for r in rows[-LAST_EPISODES:]]))
+    returns = [float(r["episodic_return"]) for r in rows]
+    rise = float(np.mean(returns[-LAST_EPISODES:]) - np.mean(returns[:LAST_EPISODES]))
+    said = (f"success {success:.2f} over the last {LAST_EPISODES} episodes (needs {THRESHOLD}; untrained ~0.08), "
+            f"return {rise:+.2f} over the first {LAST_EPISODES} (needs +{RETURN_RISE}) after {BUDGET} steps")
+    return success >= THRESHOLD or rise >= RETURN_RISE, said
 
 
 def attention_on_target(run_dir: Path) -> list[float]:
@@ -56,16 +68,14 @@ def attention_on_target(run_dir: Path) -> list[float]:
 
 
 def test_ppo_baseline_learns_pushcube(tmp_path):
-    success = final_success(train_pushcube(tmp_path / "baseline", "baseline"))
-    assert success >= THRESHOLD, f"PPO baseline: success {success:.2f} over the last {LAST_EPISODES} episodes " \
-                                 f"after {BUDGET} steps, below {THRESHOLD} (untrained ~0.08): learning is broken"
+    ok, said = learned(train_pushcube(tmp_path / "baseline", "baseline"))
+    assert ok, f"PPO baseline: {said}: learning is broken"
 
 
 def test_gaze_learns_pushcube_and_looks_at_the_task(tmp_path):
     run_dir = train_pushcube(tmp_path / "gaze", "gaze")
-    success = final_success(run_dir)
-    assert success >= THRESHOLD, f"gaze PPO: success {success:.2f} over the last {LAST_EPISODES} episodes " \
-                                 f"after {BUDGET} steps, below {THRESHOLD} (untrained ~0.08): learning is broken"
+    ok, said = learned(run_dir)
+    assert ok, f"gaze PPO: {said}: learning is broken"
     aot = attention_on_target(run_dir)
     assert len(aot) >= 2 and aot[-1] >= MIN_RISE * aot[0], \
         f"gaze attention-on-target did not rise by {MIN_RISE}x over training: {aot} (the gaze does not move to the task)"
