@@ -22,7 +22,9 @@ from gaze_rl.config import ReferenceConfig, TrainConfig
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 COLUMNS = ("global_step", "episodic_return", "episodic_length", "success_once", "success_at_end")
 EXACT_COLUMNS = ("global_step", "episodic_length", "success_once", "success_at_end")
-RTOL, ATOL = 0.02, 0.02
+# Returns may drift across CPUs (floating point compounded over a chaotic rollout): 3.3% at step
+# 300 of PokeCube-v1's baseline between two machines of the same kind (2026-12-02), so 10%.
+RTOL, ATOL = 0.1, 0.02
 
 
 @dataclass(frozen=True)
