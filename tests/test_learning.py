@@ -25,6 +25,7 @@ import pytest
 
 from gaze_rl.commands.train import train
 from gaze_rl.config import TrainConfig
+from gaze_rl.curves import read_curve
 
 pytestmark = [pytest.mark.slow, pytest.mark.learning]
 
@@ -51,11 +52,10 @@ def train_pushcube(run_dir: Path, method: str) -> Path:
 
 def learned(run_dir: Path) -> tuple[bool, str]:
     """Whether the run learned (either signal), and what both signals measured."""
-    with (run_dir / "curve.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) >= 2 * LAST_EPISODES, f"only {len(rows)} episodes in {BUDGET} steps"
-    success = float(np.mean([float(r["success_once"]) for r in rows[-LAST_EPISODES:]]))
-    returns = [float(r["episodic_return"]) for r in rows]
+    curve = read_curve(run_dir / "curve.csv")
+    returns = curve["episodic_return"]
+    assert len(returns) >= 2 * LAST_EPISODES, f"only {len(returns)} episodes in {BUDGET} steps"
+    success = float(np.mean(curve["success_once"][-LAST_EPISODES:]))
     rise = float(np.mean(returns[-LAST_EPISODES:]) - np.mean(returns[:LAST_EPISODES]))
     said = (f"success {success:.2f} over the last {LAST_EPISODES} episodes (needs {THRESHOLD}; untrained ~0.08), "
             f"return {rise:+.2f} over the first {LAST_EPISODES} (needs +{RETURN_RISE}) after {BUDGET} steps")
