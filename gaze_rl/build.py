@@ -74,6 +74,8 @@ def backbone_for(cfg: TrainConfig) -> str:
 def env_spec_for(cfg: TrainConfig, preset: Preset) -> EnvSpec:
     """The preset's env settings, overridden by what the user gave on the command line."""
     env = dict(preset.env)
+    spec = method_spec(cfg.method)
+    env.update(privileged_state=spec.privileged_state, gaze_targets=spec.gaze_targets)
     if cfg.control_mode is not None:
         env["control_mode"] = cfg.control_mode
     if cfg.reward_scale is not None:
@@ -101,6 +103,7 @@ def train_architecture(cfg: TrainConfig) -> dict[str, Any]:
     return {
         "algo": cfg.algo, "method": cfg.method, "attention": attention, "backbone": backbone_for(cfg),
         "gaze": cfg.gaze.as_kwargs() if attention == "gaussian" else {},
+        **({"gaze_residual": True} if cfg.gaze.residual else {}),
         "image_size": cfg.image_size, "obs_mode": cfg.obs_mode,
         "control_mode": env_spec_for(cfg, preset).control_mode, "env_id": cfg.env_id,
         "policy_kwargs": dict(preset.policy),
@@ -186,7 +189,7 @@ def check_buildable(cfg: TrainConfig) -> None:
 def build_model(cfg: TrainConfig, env: VecEnv, preset: Preset, device: str) -> BaseAlgorithm:
     """GazePPO / GazeSAC for the method: the contrastive loss only where the method table says so."""
     spec = method_spec(cfg.method)
-    attention_kwargs = cfg.gaze.as_kwargs() if spec.attention == "gaussian" else {}
+    attention_kwargs = cfg.gaze.attention_kwargs(spec.attention, min(check_image_size(cfg)))
     options: dict[str, Any] = {} if cfg.prune_top_k is None and not cfg.multi_level else dict(
         prune_top_k=cfg.prune_top_k, prune_source=cfg.prune_source, multi_level=cfg.multi_level)
     if cfg.augment != "none":

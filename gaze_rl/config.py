@@ -23,23 +23,48 @@ from gaze_rl.validation import Validated, at_least
 
 @dataclass
 class GazeOptions(Validated):
-    """Shape of the Gaussian gaze (methods foveal and gaze)."""
+    """Shape of the gaze map (methods foveal, gaze and its controls; residual and sigma floor also gaze-oracle)."""
 
     num_gaussians: int = 1
     """Gaussians in the gaze mixture (1 = the paper; more attend to several places at once)."""
     sigma_floor: float = 0.15
     """Smallest sigma, in grid units (the feature map spans [-1, 1])."""
+    sigma_floor_cells: float | None = None
+    """Smallest sigma in cells of the feature grid instead (0.5 = half a cell: 0.25 on a 4x4 map, 0.04 on 25x25), so the floor scales with the grid; None = --gaze.sigma-floor (the oracle gaze: half a cell)."""
     sigma_init: float = 0.8
     """Sigma of the initial, centred gaze."""
     normalize: Literal["peak", "sum"] = "peak"
     """Scale of the map: 'peak' = max 1 (features keep their size at the fovea); 'sum' = sums to 1."""
+    residual: bool = False
+    """Re-weight the features by 1 + map instead of the map: the fovea adds emphasis and the periphery is kept (the paper: map only)."""
 
     def check(self) -> None:
         check_gaze_shape(self.num_gaussians, self.sigma_floor, self.sigma_init, normalize=self.normalize)
+        if self.sigma_floor_cells is not None and self.sigma_floor_cells <= 0:
+            raise ConfigError(f"--gaze.sigma-floor-cells must be > 0 (got {self.sigma_floor_cells}); e.g. 0.5 = half a cell")
 
     def as_kwargs(self) -> dict:
         return dict(num_gaussians=self.num_gaussians, sigma_floor=self.sigma_floor,
                     sigma_init=self.sigma_init, normalize=self.normalize)
+
+    def floor_on(self, grid_side: int) -> float | None:
+        """The sigma floor on a feature grid of `grid_side` cells (the smaller side); None = the module's default."""
+        return None if self.sigma_floor_cells is None else 2.0 * self.sigma_floor_cells / grid_side
+
+    def attention_kwargs(self, kind: str, grid_side: int) -> dict:
+        """Keyword arguments of the attention module of `kind` on a grid of `grid_side` cells."""
+        floor = self.floor_on(grid_side)
+        if kind == "gaussian":
+            kwargs = self.as_kwargs()
+            if floor is not None:
+                kwargs["sigma_floor"] = floor
+                check_gaze_shape(self.num_gaussians, floor, self.sigma_init, normalize=self.normalize)
+            return {**kwargs, "residual": self.residual}
+        if kind == "oracle":
+            return {"sigma_floor": floor, "normalize": self.normalize, "residual": self.residual}
+        if kind == "patch":
+            return {"residual": self.residual}
+        return {}
 
 
 @dataclass
@@ -74,8 +99,8 @@ class TrainConfig(Validated):
     """Torch device of the networks."""
     torch_threads: int | None = 1
     """CPU threads of torch in the trainer (1: these small networks on batches of a few images run several times faster than with 2 threads beside the env processes on a 2-core CPU); None = torch's default."""
-    backbone: Literal["auto", "nature", "plain"] = "auto"
-    """Image backbone; auto = NatureCNN for PPO, PlainConv for SAC (ManiSkill's choices)."""
+    backbone: Literal["auto", "nature", "plain", "drq"] = "auto"
+    """Image backbone; auto = NatureCNN for PPO, PlainConv for SAC (ManiSkill's choices); drq = DrQ-v2's encoder (a 25x25 map at 64 px, room for a fovea)."""
     run_dir: Path | None = None
     """Where the run is written; default runs/<env>__<algo>__<method>__s<seed>__<time>."""
     overwrite: bool = False
@@ -349,8 +374,8 @@ class PretrainConfig(Validated):
     """Whose policy is pretrained (the RL algorithm that will fine-tune it)."""
     method: MethodName = "gaze"
     """Policy architecture, as in gaze-rl train (gaze: the action loss stops at the gaze map, so only the objective moves the gaze)."""
-    backbone: Literal["auto", "nature", "plain"] = "auto"
-    """Image backbone; auto = NatureCNN for PPO, PlainConv for SAC."""
+    backbone: Literal["auto", "nature", "plain", "drq"] = "auto"
+    """Image backbone; auto = NatureCNN for PPO, PlainConv for SAC; drq = DrQ-v2's encoder."""
     gaze: GazeOptions = field(default_factory=GazeOptions)
     """Gaussian gaze options (methods foveal and gaze)."""
     saliency: SaliencyOptions = field(default_factory=SaliencyOptions)

@@ -14,6 +14,13 @@ Columns:
   "-" when there is no gaze head.
 - `shuffled_returns`: control: the contrastive loss sees the buffer's return labels randomly
   permuted, so any gain it brings cannot come from the return signal.
+- `privileged_state`: upper bound: the task objects' true poses (ManiSkill's own privileged
+  `state_dict` observations) join the state vector, i.e. perfect perception of the objects.
+
+Two upper bounds sit in the table as controls, so that "no gain" can be told from "no headroom":
+`privileged` (what perfect perception gives at the same budget) and `gaze-oracle` (what a
+perfectly placed fovea gives through this architecture: the simulator places one Gaussian on
+each task object every step; gaze_rl.envs.gaze_targets).
 """
 
 from __future__ import annotations
@@ -28,16 +35,22 @@ from gaze_rl.errors import ConfigError
 class MethodSpec:
     """What one method builds (see the module docstring for the columns)."""
 
-    attention: Literal["none", "patch", "gaussian"]
+    attention: Literal["none", "patch", "gaussian", "oracle"]
     contrastive: bool
-    gaze_trained_by: Literal["rl", "contrastive", "nothing", "-"]
+    gaze_trained_by: Literal["rl", "contrastive", "nothing", "simulator", "-"]
     help: str
     shuffled_returns: bool = False
+    privileged_state: bool = False
 
     @property
     def detach_attention(self) -> bool:
         """RL gradients stop at the attention map unless RL is what trains it."""
         return self.gaze_trained_by in ("contrastive", "nothing")
+
+    @property
+    def gaze_targets(self) -> bool:
+        """The env must put the simulator's gaze targets into the observations (gaze-oracle)."""
+        return self.attention == "oracle"
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -49,6 +62,10 @@ METHODS: dict[str, MethodSpec] = {
     "gaze-shuffled": MethodSpec("gaussian", True, "contrastive",
                                 "control: gaze with the return labels randomly permuted", shuffled_returns=True),
     "gaze-frozen": MethodSpec("gaussian", False, "nothing", "control: Gaussian gaze frozen at its initial vignette"),
+    "privileged": MethodSpec("none", False, "-", "upper bound: baseline plus the task objects' true poses in the state",
+                             privileged_state=True),
+    "gaze-oracle": MethodSpec("oracle", False, "simulator",
+                              "upper bound: one Gaussian placed on each task object by the simulator, every step"),
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 
@@ -79,8 +96,3 @@ def method_spec(name: str) -> MethodSpec:
         return METHODS[name]
     except KeyError:
         raise ConfigError(f"unknown method {name!r}; valid choices: {', '.join(METHOD_NAMES)}") from None
-
-
-def methods_help() -> str:
-    """One line per method, for `--help` and the README."""
-    return "; ".join(f"{name}: {spec.help}" for name, spec in METHODS.items())

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from gaze_rl.cli import main
 from gaze_rl.imitation.demos import load_demos
-from gaze_rl.segmentation.envs import project_points
+from gaze_rl.envs.task_objects import project_points
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

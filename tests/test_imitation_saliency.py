@@ -11,7 +11,7 @@ import pytest
 from gaze_rl.imitation.saliency import (
     HeatmapSaliency, OracleSaliency, gaussian_blobs, grid_distribution, minmax, temporal_aggregate,
 )
-from gaze_rl.segmentation.envs import project_points
+from gaze_rl.envs.task_objects import project_points
 from gaze_rl.segmentation.targets import (
     TASK_TARGETS, coverage_grid, pool_to_grid, task_targets,
 )

@@ -59,7 +59,7 @@ from gaze_rl.segmentation.on_target import (
     policy_extractor,
     resolve_metric_mode,
 )
-from gaze_rl.segmentation.targets import TASK_TARGETS
+from gaze_rl.envs.task_objects import TASK_TARGETS
 
 
 def load_checked_demos(cfg: PretrainConfig) -> DemoSet:

@@ -49,7 +49,7 @@ from gaze_rl.runlog import (
     write_json,
 )
 from gaze_rl.segmentation.on_target import collect_probe_set
-from gaze_rl.segmentation.targets import TASK_TARGETS
+from gaze_rl.envs.task_objects import TASK_TARGETS
 
 DEFAULT_TOTAL_TIMESTEPS = 5_000
 

@@ -99,6 +99,9 @@ def check_spec(spec: EnvSpec) -> None:
     if spec.render_quality == "fast" and resolve_sim_backend(spec.sim_backend) == "physx_cuda":
         raise ConfigError("render_quality 'fast' is for CPU physics (one process per env); with physx_cuda "
                          "SAPIEN renders on the GPU: use render_quality 'full' or 'auto', or sim_backend 'physx_cpu'")
+    if spec.gaze_targets and resolve_sim_backend(spec.sim_backend) == "physx_cuda":
+        raise ConfigError("the oracle gaze's targets (method gaze-oracle) are projected per CPU env; "
+                          "use --sim-backend physx_cpu (GPU rendering still works)")
 
 
 def ignoring_ctrl_c(make_env: Callable[[], Any]) -> Any:
@@ -127,7 +130,8 @@ def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **over
         from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
 
         env = gym.make(
-            task_env_id(spec.env_id, spec.variant), num_envs=spec.num_envs, obs_mode="rgb", sim_backend="physx_cuda",
+            task_env_id(spec.env_id, spec.variant), num_envs=spec.num_envs,
+            obs_mode="rgb+state_dict" if spec.privileged_state else "rgb", sim_backend="physx_cuda",
             render_mode="rgb_array", control_mode=spec.control_mode,
             sensor_configs=dict(width=spec.image_size, height=spec.image_size), enhanced_determinism=True,
             **spec.env_kwargs,
@@ -142,6 +146,7 @@ def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **over
             image_size=spec.image_size, include_state=include_state, control_mode=spec.control_mode,
             reward_scale=spec.reward_scale, ignore_terminations=spec.ignore_terminations,
             render_quality=spec.render_quality, render_backend=default_render_backend(), env_kwargs=spec.env_kwargs,
+            privileged_state=spec.privileged_state, gaze_targets=spec.gaze_targets,
         )
         env_fns = [lambda: make_single_env(spec.env_id, variant=spec.variant, **kwargs) for _ in range(spec.num_envs)]
         # physx_cpu holds one env per process; a single env stays in-process (cheaper, debuggable).

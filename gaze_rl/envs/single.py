@@ -15,6 +15,7 @@ import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
 
 from gaze_rl.envs.fast_render import fast_shader_config, resolve_render_quality, use_minimal_picture_formats
+from gaze_rl.envs.task_objects import GazeTargetObservation
 from gaze_rl.envs.variants import task_env_id
 
 
@@ -74,9 +75,12 @@ def make_maniskill_env(
     render_backend: str | None = None,
     variant: str = "none",
     env_kwargs: dict[str, Any] | None = None,
+    privileged_state: bool = False,
 ) -> gym.Env:
     """`gym.make` of one CPU-simulated ManiSkill3 task, as every gaze_rl env stack builds it
-    (RL, recording demonstrations, attention-on-target): the raw env, no wrappers."""
+    (RL, recording demonstrations, attention-on-target): the raw env, no wrappers.
+    `privileged_state` adds ManiSkill's `state_dict` observations (the task objects' poses
+    under `extra`), which the flattening wrapper appends to the state vector."""
     # Imported here so that worker processes register the ManiSkill tasks themselves.
     import mani_skill.envs  # noqa: F401
 
@@ -91,7 +95,7 @@ def make_maniskill_env(
         sensor_configs["shader_config"] = fast_shader_config()
     return gym.make(
         task_env_id(env_id, variant, quality),
-        obs_mode=obs_mode,
+        obs_mode=obs_mode + ("+state_dict" if privileged_state else ""),
         sim_backend="physx_cpu",
         render_backend=render_backend,
         render_mode="rgb_array",
@@ -103,6 +107,35 @@ def make_maniskill_env(
         enhanced_determinism=True,
         **(env_kwargs or {}),
     )
+
+
+def wrap_for_sb3(
+    env: gym.Env,
+    env_id: str,
+    *,
+    include_state: bool,
+    ignore_terminations: bool,
+    reward_scale: float = 1.0,
+    monitor: bool = True,
+    gaze_targets: bool = False,
+) -> gym.Env:
+    """The wrappers every gaze_rl CPU env stack puts on a raw ManiSkill env (RL, segmented):
+    `FlattenRGBDObservationWrapper -> CPUGymWrapper [-> GazeTargetObservation] [-> EpisodeOutcome
+    -> Monitor] [-> ScaleReward]`, giving Dict observations `{rgb, state[, gaze_target]}`.
+    `monitor=False` leaves out the episode bookkeeping, as recording demonstrations does."""
+    from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
+    from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+
+    env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=include_state)
+    env = CPUGymWrapper(env, ignore_terminations=ignore_terminations, record_metrics=False)
+    if gaze_targets:
+        env = GazeTargetObservation(env, env_id)
+    if monitor:
+        env = EpisodeOutcome(env)
+        env = Monitor(env, info_keywords=("success_once", "success_at_end"))
+    if reward_scale != 1.0:
+        env = ScaleReward(env, reward_scale)
+    return env
 
 
 def make_single_env(
@@ -117,18 +150,13 @@ def make_single_env(
     render_backend: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     variant: str = "none",
+    privileged_state: bool = False,
+    gaze_targets: bool = False,
 ) -> gym.Env:
-    """Builds one CPU-simulated ManiSkill env with Dict observations `{rgb, state}`."""
-    from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
-    from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
-
+    """Builds one CPU-simulated ManiSkill env with Dict observations `{rgb, state[, gaze_target]}`
+    (`privileged_state`, `gaze_targets`: gaze_rl.envs.spec.EnvSpec)."""
     env = make_maniskill_env(env_id, obs_mode="rgb", image_size=image_size, control_mode=control_mode,
                              render_quality=render_quality, render_backend=render_backend, variant=variant,
-                             env_kwargs=env_kwargs)
-    env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=include_state)
-    env = CPUGymWrapper(env, ignore_terminations=ignore_terminations, record_metrics=False)
-    env = EpisodeOutcome(env)
-    env = Monitor(env, info_keywords=("success_once", "success_at_end"))
-    if reward_scale != 1.0:
-        env = ScaleReward(env, reward_scale)
-    return env
+                             env_kwargs=env_kwargs, privileged_state=privileged_state)
+    return wrap_for_sb3(env, env_id, include_state=include_state, ignore_terminations=ignore_terminations,
+                        reward_scale=reward_scale, gaze_targets=gaze_targets)

@@ -44,6 +44,12 @@ class EnvSpec:
     """Extra keyword arguments for gym.make (task options such as robot_uids)."""
     variant: Variant = "none"
     """Visual robustness variant: 'clutter' (random visual distractors) or 'lighting' (random lights)."""
+    privileged_state: bool = False
+    """Append the task objects' true poses (ManiSkill's privileged `state_dict` observations) to the
+    state vector: perfect perception of the objects, the upper bound of method 'privileged'."""
+    gaze_targets: bool = False
+    """Add the observation key 'gaze_target': where each task object is in the image and how large
+    (grid units), from the simulator; read only by the oracle gaze (method 'gaze-oracle'), never by the state MLP."""
     render_quality: RenderQuality = "auto"
     """'fast': level-of-detail meshes + a cheap vertex shader (~4-6x less CPU per step with software rendering, real
     SAPIEN frames, same segmentation ids; gaze_rl.envs.fast_render); 'full': stock ManiSkill;

@@ -9,6 +9,11 @@ re-weights it element-wise with a spatial map ``A`` of shape ``(B, h, w)``:
   unconstrained ablation).
 * ``"gaussian"``: a foveal gaze, i.e. a mixture of ``K`` anisotropic 2-D
   Gaussians whose means, scales and correlations are predicted from ``F``.
+* ``"oracle"``: the same map with one Gaussian per task object, placed by the simulator
+  (an upper bound: what a perfectly placed fovea gives; it reads the observation's targets).
+
+Every map-making kind takes ``residual``: ``features = F * (1 + A)`` instead of ``F * A``, so
+the fovea adds emphasis without deleting the periphery (``A = 0`` leaves ``F`` unchanged).
 
 Coordinates live in ``[-1, 1]``: ``x`` runs along columns (left to right) and
 ``y`` along rows (top to bottom, row 0 is ``y = -1``). Every kind uses the same
@@ -27,7 +32,7 @@ from torch import Tensor, nn
 
 from gaze_rl.nets.gaze_shape import check_gaze_shape, check_normalize_mode
 
-ATTENTION_KINDS = ("none", "patch", "gaussian")
+ATTENTION_KINDS = ("none", "patch", "gaussian", "oracle")
 
 # Number of raw head outputs per Gaussian: (mu_x, mu_y, sigma_x, sigma_y, rho, mix).
 _RAW_PER_GAUSSIAN = 6
@@ -201,6 +206,11 @@ def _check_input(feature_map: Tensor, shape: tuple[int, int, int]) -> None:
         )
 
 
+def reweight(feature_map: Tensor, weights: Tensor, residual: bool) -> Tensor:
+    """``F * A`` (the paper's gaze), or ``F * (1 + A)`` with ``residual`` (emphasis, no deletion)."""
+    return feature_map * (1.0 + weights[:, None] if residual else weights[:, None])
+
+
 class NoAttention(nn.Module):
     """Baseline without attention: ``A = 1`` and the features pass through unchanged."""
 
@@ -223,12 +233,13 @@ class PatchAttention(nn.Module):
     ``"peak"``, i.e. ``exp(l - max l)``) so all kinds share one scale convention.
     """
 
-    def __init__(self, channels: int, height: int, width: int, normalize: str = "peak") -> None:
+    def __init__(self, channels: int, height: int, width: int, normalize: str = "peak", residual: bool = False) -> None:
         super().__init__()
         _check_spatial_size(height, width)
         check_normalize_mode(normalize)
         self.shape = (channels, height, width)
         self.normalize = normalize
+        self.residual = residual
         self.logits = nn.Conv2d(channels, 1, kernel_size=1)
 
     def forward(self, feature_map: Tensor) -> AttentionOutput:
@@ -236,7 +247,7 @@ class PatchAttention(nn.Module):
         _check_input(feature_map, self.shape)
         logits = self.logits(feature_map).flatten(1)
         weights = normalize_map(torch.softmax(logits, dim=1).view(-1, *self.shape[1:]), self.normalize)
-        return AttentionOutput(features=feature_map * weights[:, None], weights=weights, params=None)
+        return AttentionOutput(features=reweight(feature_map, weights, self.residual), weights=weights, params=None)
 
 
 class _GazeOutput(nn.Module):
@@ -273,6 +284,7 @@ class GaussianGaze(nn.Module):
     :param rho_max: bound on the absolute correlation, in ``(0, 1)``.
     :param normalize: ``"peak"`` (max 1) or ``"sum"`` (sum 1).
     :param hidden: hidden width of the head's MLP.
+    :param residual: re-weight by ``1 + A`` instead of ``A`` (:func:`reweight`).
     """
 
     def __init__(
@@ -286,11 +298,13 @@ class GaussianGaze(nn.Module):
         rho_max: float = 0.95,
         normalize: str = "peak",
         hidden: int = 64,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         _check_spatial_size(height, width)
         check_gaze_shape(num_gaussians, sigma_floor, sigma_init, rho_max, normalize)
         self.shape = (channels, height, width)
+        self.residual = residual
         self.num_gaussians = num_gaussians
         self.sigma_floor = sigma_floor
         self.sigma_init = sigma_init
@@ -341,7 +355,48 @@ class GaussianGaze(nn.Module):
         """Predict the gaze and re-weight the features with its map."""
         params = self.gaze_params(feature_map)
         weights = gaze_map(params, self.shape[1], self.shape[2], self.normalize)
-        return AttentionOutput(features=feature_map * weights[:, None], weights=weights, params=params)
+        return AttentionOutput(features=reweight(feature_map, weights, self.residual), weights=weights, params=params)
+
+
+class OracleGaze(nn.Module):
+    """A gaze placed by the simulator: one Gaussian per task object, no parameters, no learning.
+
+    The observation carries the targets (gaze_rl.envs.task_objects.GazeTargetObservation:
+    ``(B, K, 4)`` = mu_x, mu_y, sigma_x, sigma_y in grid units); the map is the same
+    equal-weight, uncorrelated mixture :func:`gaze_map` draws for the learned gaze, so a learned
+    gaze that found the objects would give exactly this map. Sigmas below ``sigma_floor`` are
+    raised to it (a map narrower than a cell would sample a single cell centre or none).
+
+    :param sigma_floor: smallest sigma in grid units; default half a cell of the coarser axis.
+    :param normalize: ``"peak"`` or ``"sum"``; :param residual: as for the learned gaze.
+    """
+
+    def __init__(self, channels: int, height: int, width: int, sigma_floor: float | None = None,
+                 normalize: str = "peak", residual: bool = False) -> None:
+        super().__init__()
+        _check_spatial_size(height, width)
+        check_normalize_mode(normalize)
+        self.shape = (channels, height, width)
+        self.sigma_floor = sigma_floor if sigma_floor is not None else 1.0 / min(height, width)
+        self.normalize = normalize
+        self.residual = residual
+
+    def gaze_params(self, targets: Tensor) -> GazeParams:
+        """Mixture parameters for ``(B, K, 4)`` targets."""
+        if targets.dim() != 3 or targets.shape[-1] != 4:
+            raise ValueError(f"oracle gaze targets must be (B, K, 4) = mu_x, mu_y, sigma_x, sigma_y (got "
+                             f"{tuple(targets.shape)}); build the env with gaze_targets=True")
+        targets = targets.float()
+        batch, k = targets.shape[:2]
+        return GazeParams(mu=targets[..., :2].clamp(-1.0, 1.0), sigma=targets[..., 2:].clamp_min(self.sigma_floor),
+                          rho=targets.new_zeros(batch, k), mix=targets.new_full((batch, k), 1.0 / k))
+
+    def forward(self, feature_map: Tensor, targets: Tensor) -> AttentionOutput:
+        """Re-weight the features with the map of the given targets."""
+        _check_input(feature_map, self.shape)
+        params = self.gaze_params(targets.to(feature_map.device))
+        weights = gaze_map(params, self.shape[1], self.shape[2], self.normalize).to(feature_map.dtype)
+        return AttentionOutput(features=reweight(feature_map, weights, self.residual), weights=weights, params=params)
 
 
 def make_attention(kind: str, channels: int, height: int, width: int, **kwargs) -> nn.Module:
@@ -349,13 +404,15 @@ def make_attention(kind: str, channels: int, height: int, width: int, **kwargs) 
 
     :param kind: one of :data:`ATTENTION_KINDS`.
     :param kwargs: forwarded to the constructor (``"gaussian"``: ``num_gaussians``,
-        ``sigma_floor``, ``sigma_init``, ``rho_max``, ``normalize``, ``hidden``;
-        ``"patch"``: ``normalize``; ``"none"``: nothing).
+        ``sigma_floor``, ``sigma_init``, ``rho_max``, ``normalize``, ``hidden``, ``residual``;
+        ``"patch"``: ``normalize``, ``residual``; ``"oracle"``: ``sigma_floor``, ``normalize``,
+        ``residual``; ``"none"``: nothing).
     """
     classes: dict[str, type[nn.Module]] = {
         "none": NoAttention,
         "patch": PatchAttention,
         "gaussian": GaussianGaze,
+        "oracle": OracleGaze,
     }
     if kind not in classes:
         raise ValueError(f"unknown attention kind {kind!r}; valid kinds are {ATTENTION_KINDS}")

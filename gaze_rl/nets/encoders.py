@@ -5,6 +5,9 @@
   8x8/4 (32) -> 4x4/2 (64) -> 3x3/1 (64); 64x4x4 for 64x64 input, 64x12x12 for 128x128.
 - `PlainConv`: the encoder of ManiSkill's `sac_rgbd.py`: four 3x3 conv + max-pool stages
   (16, 32, 64, 64) and a 1x1 conv; 64x4x4 for 64x64 and 128x128 input.
+- `DrQEncoder`: DrQ-v2's encoder (Yarats et al. 2021): 3x3/2 then three 3x3/1, 32 channels;
+  32x25x25 for 64x64 input. A map fine enough for a fovea to select one object (a cell sees
+  ~9 px of 64, against NatureCNN's 36 px at 64 px).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-BACKBONES = ("nature", "plain")  # and "auto" where an image space is known (fitting_backbone)
+BACKBONES = ("nature", "plain", "drq")  # and "auto" where an image space is known (fitting_backbone)
 
 
 class NatureCNN(nn.Sequential):
@@ -44,12 +47,26 @@ class PlainConv(nn.Sequential):
         )
 
 
+class DrQEncoder(nn.Sequential):
+    """DrQ-v2's conv stack; output (B, 32, 25, 25) for 64 px images ((size - 3) // 2 - 5 a side)."""
+
+    def __init__(self, in_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, 32, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+        )
+
+
 def make_backbone(name: str, in_channels: int, image_size: int) -> nn.Sequential:
     """Builds a backbone by name (one of BACKBONES)."""
     if name == "nature":
         return NatureCNN(in_channels)
     if name == "plain":
         return PlainConv(in_channels, image_size)
+    if name == "drq":
+        return DrQEncoder(in_channels)
     raise ValueError(f"unknown backbone {name!r}; valid choices: {', '.join(BACKBONES)}")
 
 

@@ -21,18 +21,13 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim, is_ima
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
 
-from gaze_rl.methods import METHODS as METHOD_TABLE
 from gaze_rl.methods import method_spec
-from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, NoAttention, make_attention
+from gaze_rl.envs.task_objects import GAZE_TARGET_KEY
+from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, NoAttention, OracleGaze, make_attention, reweight
 from gaze_rl.nets.augment import make_augment
 from gaze_rl.nets.encoders import checked_map_shape, fitting_backbone, make_backbone
 from gaze_rl.nets.levels import energy, fuse_levels, layer_outputs, layer_shapes, pool_to_grid
 from gaze_rl.nets.pruning import check_prune_source, check_top_k, prune_cells, pruned_features_dim
-
-# Method name -> attention kind inside the extractor, from the method table. "gaze" is
-# "foveal" plus the return-guided contrastive loss, which lives in GazePPO / GazeSAC.
-METHOD_ATTENTION = {name: spec.attention for name, spec in METHOD_TABLE.items()}
-
 
 class GazeExtractor(BaseFeaturesExtractor):
     """Image backbone with attention on its last feature map, plus an MLP on the other inputs.
@@ -45,9 +40,11 @@ class GazeExtractor(BaseFeaturesExtractor):
     :param observation_space: Box image or Dict space. Images are channel-first, as SB3
         algorithms pass them (they transpose channel-last env images with VecTransposeImage);
         the channel count is shape[0], as in SB3's NatureCNN (frame stacks, grayscale, RGBD).
-    :param backbone: "nature" (ManiSkill ppo_rgb), "plain" (ManiSkill sac_rgbd), or "auto":
+    :param backbone: "nature" (ManiSkill ppo_rgb), "plain" (ManiSkill sac_rgbd), "drq" (DrQ-v2's
+        encoder: a 25x25 map at 64 px, and a LayerNorm + tanh trunk as DrQ-v2 has), or "auto":
         "nature" where the image leaves it room (>= 44 px with attention), else "plain".
-    :param attention: "none", "patch" or "gaussian" (see gaze_rl.nets.attention).
+    :param attention: "none", "patch", "gaussian" or "oracle" (see gaze_rl.nets.attention; the
+        oracle reads the observation key "gaze_target", which no MLP ever sees).
     :param attention_kwargs: options of the attention module (num_gaussians, sigma_floor, ...).
     :param image_features: width of the linear layer after the attended map.
     :param state_features: width of the MLP on the non-image inputs (ignored without any).
@@ -92,7 +89,12 @@ class GazeExtractor(BaseFeaturesExtractor):
         self.image_key = find_image_key(observation_space, image_key, normalized_image)
         image_space = observation_space if self.image_key is None else observation_space[self.image_key]
         in_channels, height, width = image_space.shape
-        others = {} if self.image_key is None else {k: s for k, s in observation_space.spaces.items() if k != self.image_key}
+        # The oracle gaze's targets are privileged: they reach the policy only through the gaze map.
+        others = {} if self.image_key is None else {k: s for k, s in observation_space.spaces.items()
+                                                     if k not in (self.image_key, GAZE_TARGET_KEY)}
+        if attention == "oracle" and (self.image_key is None or GAZE_TARGET_KEY not in observation_space.spaces):
+            raise ValueError(f"the oracle gaze needs the observation key {GAZE_TARGET_KEY!r} (the simulator's object "
+                             "positions): build the env with gaze_targets=True (gaze-rl train --method gaze-oracle does)")
         other_images = [k for k, s in others.items() if is_image_space(s, normalized_image=normalized_image)]
         # Non-image inputs in the space's order: one flat vector for the MLP.
         self.vector_keys = [k for k in others if k not in other_images]
@@ -117,7 +119,9 @@ class GazeExtractor(BaseFeaturesExtractor):
         if multi_level:  # channels of every conv layer, all on the last grid
             channels = sum(shape[0] for shape in layer_shapes(self.backbone, in_channels, height, width))
         head_in = channels * h * w if prune_top_k is None else pruned_features_dim(channels, prune_top_k)
-        self.image_fc = nn.Sequential(nn.Flatten(), nn.Linear(head_in, image_features), nn.ReLU())
+        # DrQ-v2's trunk (LayerNorm + tanh) keeps its large flattened map (20k features at 64 px) in scale.
+        trunk: list[nn.Module] = [nn.LayerNorm(image_features), nn.Tanh()] if backbone == "drq" else [nn.ReLU()]
+        self.image_fc = nn.Sequential(nn.Flatten(), nn.Linear(head_in, image_features), *trunk)
         self.state_fc = nn.Sequential(nn.Linear(state_dim, state_features), nn.ReLU()) if self.vector_keys else None
         # Further images: SB3's NatureCNN each, exactly as CombinedExtractor does.
         self.other_cnns = nn.ModuleDict({
@@ -143,9 +147,20 @@ class GazeExtractor(BaseFeaturesExtractor):
         """Backbone output F (B, C, h, w) for preprocessed observations (as SB3 preprocesses them)."""
         return self.backbone(self.image(observations))
 
+    @property
+    def residual(self) -> bool:
+        """True when the map re-weights by 1 + A (emphasis) rather than A."""
+        return bool(getattr(self.attention, "residual", False))
+
+    def attend_map(self, fmap: torch.Tensor, observations: torch.Tensor | dict[str, torch.Tensor]) -> AttentionOutput:
+        """The attention module on a feature map of these observations (the oracle reads their targets)."""
+        if isinstance(self.attention, OracleGaze):
+            return self.attention(fmap, observations[GAZE_TARGET_KEY])
+        return self.attention(fmap)
+
     def attend(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> AttentionOutput:
         """Attention output (attended features, map A, gaze parameters) for observations."""
-        return self.attention(self.feature_map(observations))
+        return self.attend_map(self.feature_map(observations), observations)
 
     def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         image = self.augment(self.image(observations))
@@ -155,10 +170,10 @@ class GazeExtractor(BaseFeaturesExtractor):
             levels = [self.backbone(image)]
         fmap = levels[-1]
         if self.detach_attention:
-            weights = self.attention(fmap.detach()).weights.detach()
-            attended = fmap * weights[:, None]
+            weights = self.attend_map(fmap.detach(), observations).weights.detach()
+            attended = reweight(fmap, weights, self.residual)
         else:
-            out = self.attention(fmap)
+            out = self.attend_map(fmap, observations)
             attended, weights = out.features, out.weights
         if self.multi_level:
             attended = fuse_levels(levels[:-1], attended, weights)

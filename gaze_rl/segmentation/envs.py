@@ -17,9 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.monitor import Monitor
-
-from gaze_rl.envs.single import EpisodeOutcome, ScaleReward, make_maniskill_env
+from gaze_rl.envs.single import make_maniskill_env, wrap_for_sb3
 
 
 @dataclass
@@ -86,45 +84,22 @@ def make_segmented_env(
     render_backend: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     variant: str = "none",
+    privileged_state: bool = False,
+    gaze_targets: bool = False,
 ) -> gym.Env:
     """One CPU ManiSkill env whose observations match gaze_rl's RL env, with a SegmentationTap.
 
-    `monitor=False` leaves out the episode bookkeeping (EpisodeOutcome, Monitor), as recording
-    does; `max_episode_steps` overrides the task's time limit (None keeps it); `variant` is a
-    visual robustness variant (gaze_rl.envs.variants); `render_quality` as in `EnvSpec`.
+    The same stack as the RL env (gaze_rl.envs.single.wrap_for_sb3) over a raw env rendering
+    segmentation too. `monitor=False` leaves out the episode bookkeeping (EpisodeOutcome,
+    Monitor), as recording does; `max_episode_steps` overrides the task's time limit (None
+    keeps it); `variant`, `render_quality`, `privileged_state` and `gaze_targets` as in `EnvSpec`.
     """
-    from mani_skill.utils.wrappers.flatten import FlattenRGBDObservationWrapper
-    from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
-
     kwargs = dict(env_kwargs or {})
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
     env = make_maniskill_env(env_id, obs_mode="rgb+segmentation", image_size=image_size, control_mode=control_mode,
                              render_quality=render_quality, render_backend=render_backend, variant=variant,
-                             env_kwargs=kwargs)
-    env = SegmentationTap(env)
-    env = FlattenRGBDObservationWrapper(env, rgb=True, depth=False, state=include_state)
-    env = CPUGymWrapper(env, ignore_terminations=ignore_terminations, record_metrics=False)
-    if monitor:
-        env = EpisodeOutcome(env)
-        env = Monitor(env, info_keywords=("success_once", "success_at_end"))
-    if reward_scale != 1.0:
-        env = ScaleReward(env, reward_scale)
-    return env
-
-
-def project_points(points: np.ndarray, intrinsic: np.ndarray, extrinsic: np.ndarray) -> np.ndarray:
-    """Pixel coordinates (x = column, y = row; pixel centres at +0.5) of world points.
-
-    :param points: (..., 3) world positions.
-    :param intrinsic: (3, 3) OpenCV intrinsic matrix; :param extrinsic: (3, 4) world -> camera.
-    :return: (..., 2) pixel coordinates; points behind the camera give NaN.
-    """
-    points = np.asarray(points, dtype=np.float64)
-    homogeneous = np.concatenate([points, np.ones((*points.shape[:-1], 1))], axis=-1)
-    camera = homogeneous @ np.asarray(extrinsic, dtype=np.float64).T
-    pixels = camera @ np.asarray(intrinsic, dtype=np.float64).T
-    depth = pixels[..., 2:3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = np.where(depth > 0, pixels[..., :2] / depth, np.nan)
-    return uv
+                             env_kwargs=kwargs, privileged_state=privileged_state)
+    return wrap_for_sb3(SegmentationTap(env), env_id, include_state=include_state,
+                        ignore_terminations=ignore_terminations, reward_scale=reward_scale, monitor=monitor,
+                        gaze_targets=gaze_targets)

@@ -163,7 +163,8 @@ def segmented_eval_env(model: Any, spec: Any, actors: tuple[str, ...] | None = N
         spec.env_id, image_size=spec.image_size, control_mode=spec.control_mode,
         include_state=spec.obs_mode == "rgb+state", ignore_terminations=spec.ignore_terminations,
         reward_scale=spec.reward_scale, env_kwargs=spec.env_kwargs, variant=getattr(spec, "variant", "none"),
-        render_quality=getattr(spec, "render_quality", "auto"))]))
+        render_quality=getattr(spec, "render_quality", "auto"), privileged_state=getattr(spec, "privileged_state", False),
+        gaze_targets=getattr(spec, "gaze_targets", False))]))
     try:
         base = env.get_attr("unwrapped")[0]
         targets = TaskTargets(spec.env_id, segmentation_names(base), list(base.scene.actors), actors=actors)

@@ -12,29 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gaze_rl.envs.task_objects import project_points, task_targets
 from gaze_rl.errors import ConfigError
-from gaze_rl.segmentation.envs import project_points
-
-# Task-relevant actors per task (segmentation / scene actor names). PickCube's goal_site is
-# hidden from cameras, so it is always projected.
-TASK_TARGETS: dict[str, tuple[str, ...]] = {
-    "PushCube-v1": ("cube", "goal_region"),
-    "PickCube-v1": ("cube", "goal_site"),
-    "StackCube-v1": ("cubeA", "cubeB"),
-    "PullCube-v1": ("cube", "goal_region"),
-    "PushT-v1": ("Tee", "goal_Tee"),
-    "PokeCube-v1": ("cube", "peg", "goal_region"),
-}
-def task_targets(env_id: str, actors: Sequence[str] | None = None) -> tuple[str, ...]:
-    """The user's actors if given, else the task's defaults; raises when neither exists."""
-    if actors:
-        return tuple(actors)
-    if env_id not in TASK_TARGETS:
-        raise ConfigError(
-            f"no default task-relevant actors for {env_id} (defaults exist for {', '.join(TASK_TARGETS)}); "
-            "name them with --saliency.actors NAME [NAME ...] (segmentation or scene actor names)"
-        )
-    return TASK_TARGETS[env_id]
 
 
 class ActorResolver:
