@@ -26,7 +26,7 @@ import numpy as np
 from gaze_rl.checkpoints import latest_checkpoint
 from gaze_rl.config import BenchConfig
 from gaze_rl.errors import ConfigError
-from gaze_rl.methods import split_arm
+from gaze_rl.methods import parse_arm
 from gaze_rl.presets import read_experiments_toml
 
 # Resolved before any fork: the child of a multithreaded process (a Ray worker) must not load libraries.
@@ -78,8 +78,9 @@ def run_settings(spec: RunSpec, cfg: BenchConfig) -> dict[str, Any]:
 
 def train_args(spec: RunSpec, cfg: BenchConfig) -> list[str]:
     """`gaze-rl` arguments of one run, without its directory (the machine that runs it picks that)."""
-    method, augment = split_arm(spec.method)
-    args = ["train", "--env-id", spec.env, "--algo", spec.algo, "--method", method, "--augment", augment,
+    arm = parse_arm(spec.method)
+    args = ["train", "--env-id", spec.env, "--algo", spec.algo, "--method", arm.method, "--augment", arm.augment,
+            *(["--gaze.residual"] if arm.residual else []),
             "--seed", str(spec.seed), "--overwrite", "--no-progress-bar"]  # --overwrite only ever replaces an unfinished run
     for key, value in run_settings(spec, cfg).items():
         args += [f"--{key.replace('_', '-')}", str(value)]

@@ -231,8 +231,8 @@ class BenchConfig(Validated):
 
     out: Path = Path("bench")
     """Output directory: runs/, logs/, curves.csv, summary.csv, summary.md, plots/."""
-    profile: Literal["cpu", "cpu-learn", "gpu"] = "cpu"
-    """Budget and env settings from experiments/bench.toml ('cpu-learn': the CPU protocol where the baseline learns, results/protocol/)."""
+    profile: Literal["cpu", "cpu-learn", "cpu-fovea", "gpu"] = "cpu"
+    """Budget and env settings from experiments/bench.toml ('cpu-learn': the CPU protocol where the baseline learns, results/protocol/; 'cpu-fovea': the same with DrQ-v2's 25x25 map, a fovea with room, results/headroom/)."""
     envs: tuple[str, ...] = ("PushT-v1", "PokeCube-v1")
     """Tasks."""
     methods: tuple[BenchArm, ...] = ("baseline", "gaze")

@@ -76,18 +76,37 @@ MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 # Image augmentations of the RL update (gaze_rl.nets.augment), an option of every method: the
 # reviewers' baseline is `baseline+shift` (DrQ / RAD random shift).
 AUGMENTS: tuple[str, ...] = ("none", "shift")
-# `gaze-rl bench --methods` takes a method or "<method>+<augment>", e.g. "gaze+shift".
-BENCH_ARMS: tuple[str, ...] = METHOD_NAMES + tuple(f"{m}+{a}" for m in METHOD_NAMES for a in AUGMENTS if a != "none")
+# `gaze-rl bench --methods` takes a method with optional modifiers, "<method>[+shift][+residual]":
+# "+shift" trains with the augmentation, "+residual" re-weights by 1 + map (--gaze.residual).
+BENCH_ARMS: tuple[str, ...] = tuple(f"{m}{a}{r}" for m in METHOD_NAMES for a in ("", "+shift") for r in ("", "+residual"))
 BenchArm = Literal[BENCH_ARMS]  # type: ignore[valid-type]
 
 
-def split_arm(arm: str) -> tuple[str, str]:
-    """"gaze+shift" -> ("gaze", "shift"); "gaze" -> ("gaze", "none")."""
-    method, _, augment = arm.partition("+")
-    method_spec(method)
-    if (augment or "none") not in AUGMENTS:
-        raise ConfigError(f"unknown augment {augment!r} in {arm!r}; valid choices: {', '.join(AUGMENTS)}")
-    return method, augment or "none"
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a bench grid: a method and its modifiers."""
+
+    method: str
+    augment: str = "none"
+    residual: bool = False
+
+
+def parse_arm(arm: str) -> Arm:
+    """"gaze+shift+residual" -> Arm("gaze", "shift", True); "gaze" -> Arm("gaze")."""
+    method, *modifiers = arm.split("+")
+    spec = method_spec(method)
+    augment, residual = "none", False
+    for modifier in modifiers:
+        if modifier == "residual":
+            if spec.attention == "none":
+                raise ConfigError(f"{arm!r}: method {method!r} has no attention map to make residual")
+            residual = True
+        elif modifier in AUGMENTS and modifier != "none":
+            augment = modifier
+        else:
+            raise ConfigError(f"unknown modifier {modifier!r} in {arm!r}; valid: "
+                              f"{', '.join(a for a in AUGMENTS if a != 'none')} (augment), residual (map form)")
+    return Arm(method, augment, residual)
 
 
 def method_spec(name: str) -> MethodSpec:

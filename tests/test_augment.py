@@ -58,11 +58,16 @@ def test_extractor_shifts_only_in_training_mode():
 def test_bench_arm_with_an_augment_trains_the_method_with_it():
     from gaze_rl.bench_runs import RunSpec, train_args
     from gaze_rl.config import BenchConfig
-    from gaze_rl.methods import split_arm
+    from gaze_rl.methods import parse_arm
 
     args = train_args(RunSpec("PushCube-v1", "ppo", "gaze+shift", 0), BenchConfig())
     assert args[args.index("--method") + 1] == "gaze" and args[args.index("--augment") + 1] == "shift"
+    assert "--gaze.residual" not in args
     args = train_args(RunSpec("PushCube-v1", "ppo", "baseline", 0), BenchConfig())
     assert args[args.index("--augment") + 1] == "none"
-    with pytest.raises(ValueError, match="unknown augment"):
-        split_arm("gaze+crop")
+    args = train_args(RunSpec("PushCube-v1", "ppo", "gaze-oracle+residual", 0), BenchConfig())
+    assert args[args.index("--method") + 1] == "gaze-oracle" and "--gaze.residual" in args
+    with pytest.raises(ValueError, match="unknown modifier"):
+        parse_arm("gaze+crop")
+    with pytest.raises(ValueError, match="no attention map"):
+        parse_arm("baseline+residual")

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from gaze_rl.build import machine_info, resolve_device, train_architecture, use_torch_threads
 from gaze_rl.config import PretrainConfig
 from gaze_rl.envs.spec import EnvSpec
+from gaze_rl.envs.task_objects import TASK_TARGETS
 from gaze_rl.errors import ConfigError
 from gaze_rl.imitation.bc import (
     EVAL_COLUMNS,
@@ -59,7 +60,6 @@ from gaze_rl.segmentation.on_target import (
     policy_extractor,
     resolve_metric_mode,
 )
-from gaze_rl.envs.task_objects import TASK_TARGETS
 
 
 def load_checked_demos(cfg: PretrainConfig) -> DemoSet:

@@ -33,6 +33,7 @@ from gaze_rl.checkpoints import AtomicCheckpoint, latest_checkpoint, load_model,
 from gaze_rl.config import TrainConfig
 from gaze_rl.envs.factory import make_vec_env
 from gaze_rl.envs.spec import EnvSpec
+from gaze_rl.envs.task_objects import TASK_TARGETS
 from gaze_rl.errors import ConfigError, TrainingInterrupted
 from gaze_rl.presets import load_preset
 from gaze_rl.runlog import (
@@ -49,7 +50,6 @@ from gaze_rl.runlog import (
     write_json,
 )
 from gaze_rl.segmentation.on_target import collect_probe_set
-from gaze_rl.envs.task_objects import TASK_TARGETS
 
 DEFAULT_TOTAL_TIMESTEPS = 5_000
 

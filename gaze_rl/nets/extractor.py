@@ -21,13 +21,14 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim, is_ima
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
 
-from gaze_rl.methods import method_spec
 from gaze_rl.envs.task_objects import GAZE_TARGET_KEY
+from gaze_rl.methods import method_spec
 from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, NoAttention, OracleGaze, make_attention, reweight
 from gaze_rl.nets.augment import make_augment
 from gaze_rl.nets.encoders import checked_map_shape, fitting_backbone, make_backbone
 from gaze_rl.nets.levels import energy, fuse_levels, layer_outputs, layer_shapes, pool_to_grid
 from gaze_rl.nets.pruning import check_prune_source, check_top_k, prune_cells, pruned_features_dim
+
 
 class GazeExtractor(BaseFeaturesExtractor):
     """Image backbone with attention on its last feature map, plus an MLP on the other inputs.

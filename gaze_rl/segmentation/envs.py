@@ -17,6 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
 from gaze_rl.envs.single import make_maniskill_env, wrap_for_sb3
 
 
