@@ -154,6 +154,9 @@ class TrainConfig(Validated):
                  n_steps=self.n_steps if self.algo == "ppo" else None)
         at_least(0, keep_checkpoints=self.keep_checkpoints, on_target_every=self.on_target_every)
         spec = method_spec(self.method)
+        if spec.gaze_targets and self.augment != "none":
+            raise ConfigError("--method gaze-oracle places its gaze from the simulator's view of the true frame; a "
+                              "shifted frame would move the objects away from it: use --augment none with the oracle")
         if self.contrastive.shuffle_labels and not spec.shuffled_returns:
             raise ConfigError("--contrastive.shuffle-labels is the gaze-shuffled control; use --method gaze-shuffled "
                               "(so that the run is named after it)")

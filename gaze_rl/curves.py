@@ -112,3 +112,23 @@ def bootstrap_ci(samples: Sequence[Sequence[np.ndarray]], statistic: Callable[..
             values[i] = np.inf if value is None or np.isnan(value) else value
     # order statistics, no interpolation (an interval end may be inf)
     return float(np.percentile(values, 2.5, method="lower")), float(np.percentile(values, 97.5, method="higher"))
+
+
+def permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided permutation p-value of mean(a) - mean(b) over seeds: the share of all ways to
+    split the pooled per-seed values into groups of these sizes whose difference is at least as
+    large in magnitude (exact; 5 vs 5 seeds give 252 splits, so p >= 1/126 for two-sided)."""
+    from itertools import combinations
+
+    pooled = np.asarray([*a, *b], dtype=np.float64)
+    n, observed = len(a), abs(float(np.mean(a)) - float(np.mean(b)))
+    total = pooled.sum()
+    splits = [abs(pooled[list(idx)].sum() / n - (total - pooled[list(idx)].sum()) / (len(pooled) - n))
+              for idx in combinations(range(len(pooled)), n)]
+    return float(np.mean(np.asarray(splits) >= observed - 1e-12))
+
+
+def difference_ci(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of mean(a) - mean(b), each group's seeds resampled independently."""
+    return bootstrap_ci([[np.float64(x) for x in a], [np.float64(x) for x in b]],
+                        lambda x, y: float(x.mean() - y.mean()), resamples, seed)

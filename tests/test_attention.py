@@ -16,6 +16,7 @@ from gaze_rl.nets.attention import (
     GaussianGaze,
     GazeParams,
     NoAttention,
+    OracleGaze,
     PatchAttention,
     feature_grid,
     gaussian_maps,
@@ -242,7 +243,7 @@ def test_gaussian_gaze_output(normalize):
 
 
 def test_make_attention_builds_each_kind_and_forwards_kwargs():
-    types = {"none": NoAttention, "patch": PatchAttention, "gaussian": GaussianGaze}
+    types = {"none": NoAttention, "patch": PatchAttention, "gaussian": GaussianGaze, "oracle": OracleGaze}
     for kind in ATTENTION_KINDS:
         assert isinstance(make_attention(kind, C, H, W), types[kind])
     gaze = make_attention("gaussian", C, H, W, num_gaussians=3, sigma_floor=0.1, sigma_init=0.5, normalize="sum")
@@ -273,12 +274,13 @@ def test_construction_validation(build, key):
 @pytest.mark.parametrize("kind", ATTENTION_KINDS)
 def test_forward_rejects_bad_input(kind):
     module = make_attention(kind, C, H, W)
+    targets = (torch.zeros(2, 1, 4),) if kind == "oracle" else ()  # the oracle's simulator targets
     with pytest.raises(ValueError, match="4-D"):
-        module(torch.randn(C, H, W))
+        module(torch.randn(C, H, W), *targets)
     with pytest.raises(ValueError, match="built for"):
-        module(torch.randn(2, C + 1, H, W))
+        module(torch.randn(2, C + 1, H, W), *targets)
     with pytest.raises(ValueError, match="built for"):
-        module(torch.randn(2, C, H, W + 1))
+        module(torch.randn(2, C, H, W + 1), *targets)
 
 
 def test_sigma_can_grow_as_well_as_shrink():

@@ -9,7 +9,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 
-from gaze_rl.nets.attention import GaussianGaze, NoAttention, PatchAttention
+from gaze_rl.nets.attention import GaussianGaze, NoAttention, OracleGaze, PatchAttention
 from gaze_rl.nets.encoders import NatureCNN, PlainConv
 from gaze_rl.methods import METHOD_NAMES as METHODS
 from gaze_rl.nets.extractor import GazeExtractor, gaze_policy_kwargs
@@ -239,12 +239,16 @@ def test_gaze_policy_kwargs_per_method():
     # "gaze" builds the same network as "foveal": GazePPO / GazeSAC decide about detaching
     expected = {"baseline": (NoAttention, False), "patch": (PatchAttention, False),
                 "foveal": (GaussianGaze, False), "gaze": (GaussianGaze, False),
-                "gaze-shuffled": (GaussianGaze, False), "gaze-frozen": (GaussianGaze, True)}
+                "gaze-shuffled": (GaussianGaze, False), "gaze-frozen": (GaussianGaze, True),
+                "privileged": (NoAttention, False), "gaze-oracle": (OracleGaze, False)}
     assert set(METHODS) == set(expected)
+    # the oracle reads the simulator's targets, an observation key only its map sees
+    with_targets = spaces.Dict({**space.spaces, "gaze_target": spaces.Box(-np.inf, np.inf, (2, 4), np.float32)})
     for method, (cls, detach) in expected.items():
         kwargs = gaze_policy_kwargs(method)
         assert kwargs["features_extractor_class"] is GazeExtractor
-        ext = kwargs["features_extractor_class"](space, **kwargs["features_extractor_kwargs"])
+        ext = kwargs["features_extractor_class"](with_targets if method == "gaze-oracle" else space,
+                                                 **kwargs["features_extractor_kwargs"])
         assert isinstance(ext.attention, cls), method
         assert ext.detach_attention is detach, method
         assert isinstance(ext.backbone, NatureCNN)
