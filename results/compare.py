@@ -7,7 +7,7 @@ with. Per seed: final success = mean success_once over the last 10% of the step 
 area under the success curve over the step range (the bench's definitions, gaze_rl.curves);
 per-arm means carry 95% bootstrap intervals over seeds.
 
-    python results/headroom/compare.py \
+    python results/compare.py \
         "baseline 64=results/grid/pushcube/curves:baseline" \
         "privileged 64=results/headroom/pilot-64/curves:privileged" > results/headroom/pilot-64.md
 """
