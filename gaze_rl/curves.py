@@ -130,5 +130,5 @@ def permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
 
 def difference_ci(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% bootstrap interval of mean(a) - mean(b), each group's seeds resampled independently."""
-    return bootstrap_ci([[np.float64(x) for x in a], [np.float64(x) for x in b]],
+    return bootstrap_ci([[np.array(x, dtype=np.float64) for x in a], [np.array(x, dtype=np.float64) for x in b]],
                         lambda x, y: float(x.mean() - y.mean()), resamples, seed)

@@ -25,6 +25,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from gaze_rl import ContrastiveConfig, GazeExtractor, GazePPO, GazeSAC, gaze_policy_kwargs
 from gaze_rl.contrastive.learner import ContrastiveLearner
+from gaze_rl.contrastive.returns import buffer_labels
 from gaze_rl.errors import ConfigError
 from gaze_rl.nets.attention import GaussianGaze, NoAttention
 
@@ -446,6 +447,124 @@ def test_sac_returns_match_hand_computation():
                                rtol=1e-5, atol=1e-5)
 
 
+class SuccessEnv(HiddenReturnEnv):
+    """HiddenReturnEnv that reports ManiSkill's `success_once` on an episode's last step: success
+    when the hidden bit is 0, i.e. in the episodes with the *lower* rewards."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outcomes: list[float] = []  # success flag of each finished episode, in order
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if terminated or truncated:
+            self.outcomes.append(float(self.hidden == 0))
+            info["success_once"] = self.hidden == 0
+        return obs, reward, terminated, truncated, info
+
+
+def make_success_env(lengths=(5, 7), seed: int = 0, **kwargs) -> DummyVecEnv:
+    env = DummyVecEnv([lambda n=n: Monitor(SuccessEnv(length=n, **kwargs)) for n in lengths])
+    env.seed(seed)
+    return env
+
+
+def ppo_slot_episode(j: int, n_steps: int, lengths: tuple[int, ...]) -> tuple[int, int, int]:
+    """(env, episode index, step) of the j-th state GazePPO inserted (time-major, env-minor)."""
+    rollout, rest = divmod(j, n_steps * len(lengths))
+    t, i = divmod(rest, len(lengths))
+    episode, step = divmod(rollout * n_steps + t, lengths[i])
+    return i, episode, step
+
+
+def test_ppo_success_label_is_the_episode_flag_and_tails_are_filled_when_they_end():
+    lengths, n_steps = (5, 7), 16
+    env = make_success_env(lengths)
+    model = ppo(env, contrastive={**SMALL_CONTRASTIVE, "label": "success"}, n_steps=n_steps)
+    model.learn(2 * n_steps * len(lengths))
+    buf = model.contrastive.buffer
+    assert len(buf) == 2 * n_steps * len(lengths)
+    subs = sub_envs(env)
+    expected = []
+    for j in range(len(buf)):
+        i, episode, _ = ppo_slot_episode(j, n_steps, lengths)
+        ended = (episode + 1) * lengths[i] <= 2 * n_steps
+        expected.append(subs[i].outcomes[episode] if ended else np.nan)
+    np.testing.assert_array_equal(buf.successes.numpy(), expected)
+    # not vacuous: both outcomes, still-running tails, and first-rollout tails filled in the second
+    assert {0.0, 1.0} <= set(np.array(expected)[np.isfinite(expected)].tolist()) and np.isnan(expected).any()
+    tails = [j for j in range(n_steps * len(lengths))
+             if (ppo_slot_episode(j, n_steps, lengths)[1] + 1) * lengths[j % 2] > n_steps]
+    assert tails and np.isfinite(buf.successes.numpy()[tails]).all()
+    # the label ignores the rewards: successful episodes collected less
+    finite = np.isfinite(expected)
+    ret = buf.episode_returns.numpy()[finite]
+    assert ret[np.array(expected)[finite] == 1.0].max() < ret[np.array(expected)[finite] == 0.0].min()
+    assert model.contrastive.num_updates > 0
+
+
+def test_sac_success_label_from_the_last_step_info():
+    lengths, steps = (5, 7), 16
+    env = make_success_env(lengths, truncate=True)
+    model = sac(env, contrastive={**SMALL_CONTRASTIVE, "label": "success"}, learning_starts=1000, train_freq=1)
+    model.learn(steps * len(lengths))
+    ends_at = sorted((end, i) for i, n in enumerate(lengths) for end in range(n, steps + 1, n))
+    counters = [0, 0]
+    expected = []
+    for _, i in ends_at:
+        expected += [sub_envs(env)[i].outcomes[counters[i]]] * lengths[i]
+        counters[i] += 1
+    np.testing.assert_array_equal(model.contrastive.buffer.successes.numpy(), expected)
+    assert {0.0, 1.0} <= set(expected)
+
+
+@pytest.mark.parametrize("return_discount", [None, 0.5])
+def test_ppo_episode_and_detrended_labels_use_the_return_discount(return_discount):
+    lengths, n_steps, gamma = (4,), 12, 0.9  # three whole episodes, no tail
+    env = make_env(lengths=lengths)
+    model = ppo(env, contrastive={**SMALL_CONTRASTIVE, "return_discount": return_discount}, n_steps=n_steps,
+                gamma=gamma, batch_size=12)
+    model.learn(n_steps)
+    discount = gamma if return_discount is None else return_discount
+    rewards = np.array([r for r, _, _ in sub_envs(env)[0].steps]).reshape(3, 4)
+    closed_form = [sum(discount ** u * r for u, r in enumerate(ep)) for ep in rewards]  # sum_u d^u r_u
+    buf = model.contrastive.buffer
+    np.testing.assert_allclose(buf.episode_returns.numpy(), np.repeat(closed_form, 4), rtol=1e-5, atol=1e-5)
+    to_go = np.array([[sum(discount ** (u - t) * ep[u] for u in range(t, 4)) for t in range(4)] for ep in rewards])
+    detrended = (to_go - to_go.mean(axis=0)).reshape(-1)
+    np.testing.assert_allclose(buffer_labels(buf, "detrended").numpy(), detrended, rtol=1e-4, atol=1e-4)
+    if return_discount is not None:  # not vacuous: gamma would give other labels
+        other = [sum(gamma ** u * r for u, r in enumerate(ep)) for ep in rewards]
+        assert np.abs(np.array(other) - closed_form).min() > 0.1
+
+
+def test_buffer_growth_in_a_later_learn_keeps_episode_ids_steps_and_labels():
+    lengths, n_steps = (5, 7), 16
+    env = make_success_env(lengths)
+    model = ppo(env, n_steps=n_steps)
+    model.learn(n_steps * len(lengths))
+    buf = model.contrastive.buffer
+    old = {name: getattr(buf, name).clone() for name in ("episodes", "steps", "returns", "episode_returns",
+                                                         "successes", "features")}
+    capacity = buf.capacity
+    model.learn(2 * n_steps * len(lengths), reset_num_timesteps=False)
+    buf = model.contrastive.buffer
+    assert buf.capacity > capacity and len(buf) == 3 * n_steps * len(lengths)
+    n = len(old["episodes"])
+    for name in ("episodes", "steps", "returns", "episode_returns", "features"):
+        assert torch.equal(getattr(buf, name)[:n], old[name]), name
+    known = torch.isfinite(old["successes"])
+    assert torch.equal(buf.successes[:n][known], old["successes"][known])
+    assert torch.isfinite(buf.successes[:n]).all()  # the tails of the first learn ended since: filled
+    # an episode running across the two learn() calls keeps one id on both sides
+    for i in range(len(lengths)):
+        first = [j for j in range(n) if j % 2 == i][-1]
+        after = first + len(lengths)
+        assert ppo_slot_episode(first, n_steps, lengths)[1] == ppo_slot_episode(after, n_steps, lengths)[1]
+        assert int(buf.episodes[first]) == int(buf.episodes[after])
+    assert len(set(buf.episodes.tolist())) == sum(-(-3 * n_steps // n) for n in lengths)
+
+
 # --------------------------------------------------------------------------------------------
 # learn / save / load
 # --------------------------------------------------------------------------------------------
@@ -497,6 +616,26 @@ def test_gaze_ppo_learn_save_load(tmp_path):
     loaded.learn(128, reset_num_timesteps=False)
     assert loaded.num_timesteps == 384 and len(loaded.contrastive.buffer) == 128
     assert changed(gaze_before, loaded.policy.features_extractor.attention)
+
+
+@pytest.mark.parametrize("projection", ["frozen", "none"])
+def test_gaze_ppo_projection_options_learn_save_load(tmp_path, projection):
+    env = make_env(lengths=(5, 7))
+    model = ppo(env, contrastive={**SMALL_CONTRASTIVE, "projection": projection}, n_steps=32)
+    projection_before = snapshot(model.contrastive.projection)
+    model.learn(64)
+    assert model.contrastive.num_updates >= 1
+    assert not changed(projection_before, model.contrastive.projection)  # never trained
+    model.save(tmp_path / "ppo")
+    loaded = GazePPO.load(tmp_path / "ppo", env=env, device="cpu")
+    c, c2 = model.contrastive, loaded.contrastive
+    assert c2.config.projection == projection
+    assert _state_equal(c.projection.state_dict(), c2.projection.state_dict())
+    assert _state_equal(c.optimizer.state_dict(), c2.optimizer.state_dict())
+    optimised = {id(p) for g in c2.optimizer.param_groups for p in g["params"]}
+    assert optimised == {id(p) for p in loaded._gaze_extractor().attention.parameters()}
+    loaded.learn(32, reset_num_timesteps=False)
+    assert all_finite(loaded.policy)
 
 
 def test_gaze_sac_learn_save_load(tmp_path):

@@ -1,5 +1,6 @@
 """Tests for gaze_rl.contrastive.buffer.FeatureBuffer."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,8 +86,8 @@ def test_float32_storage():
 @pytest.mark.parametrize("dtype, size", [(torch.float16, 2), (torch.float32, 4)])
 def test_nbytes_and_bytes_per_state(dtype, size):
     buf = FeatureBuffer(7, SHAPE, KEY_DIM, dtype=dtype)
-    # features + key in dtype, two float32 returns, int64 episode id and step
-    per_state = (3 * 4 * 5 + KEY_DIM) * size + 2 * 4 + 2 * 8
+    # features + key in dtype, two float32 returns, int64 episode id and step, float32 success flag
+    per_state = (3 * 4 * 5 + KEY_DIM) * size + 2 * 4 + 2 * 8 + 4
     assert buf.bytes_per_state() == per_state
     assert buf.nbytes() == 7 * per_state
     buf.add(*make_batch(0, 3))  # storage is preallocated: filling does not change it
@@ -116,3 +117,45 @@ def test_shape_errors_name_expected_and_got():
     with pytest.raises(ValueError, match="same batch size N, got 2, 1 and 2"):
         buf.add(features, keys[:1], returns)
     assert len(buf) == 0  # failed adds write nothing
+
+
+def _full_columns(buf: FeatureBuffer, ids: torch.Tensor) -> None:
+    """Every column of the states `ids` in `buf` (added in that order) encodes the state's id."""
+    buf.add(*make_batch(int(ids[0]), len(ids)), episodes=ids // 3, steps=ids % 3, episode_returns=ids * 2.0,
+            successes=(ids % 2).float())
+
+
+def test_grown_keeps_every_column_in_insertion_order():
+    buf = FeatureBuffer(5, SHAPE, KEY_DIM)
+    for start in range(0, 12, 3):  # wraps: ids 7..11 held, slots [10, 11, 7, 8, 9]
+        _full_columns(buf, torch.arange(start, start + 3))
+    buf.add(*make_batch(50, 1))  # a state without an episode id: a fresh negative one
+    solo = int(buf.episodes[buf.features[:, 0, 0, 0] == 50])
+    big = buf.grown(9)
+    assert big.capacity == 9 and len(big) == 5 and not big.full
+    ids = big.features[:, 0, 0, 0].long()
+    assert ids.tolist() == [8, 9, 10, 11, 50]  # oldest first
+    assert stored_ids(big) == [8, 9, 10, 11, 50]
+    regular = ids != 50
+    assert big.episodes[regular].tolist() == (ids[regular] // 3).tolist()
+    assert big.steps[regular].tolist() == (ids[regular] % 3).tolist()
+    assert big.episode_returns[regular].tolist() == (ids[regular] * 2.0).tolist()
+    assert big.successes[regular].tolist() == (ids[regular] % 2).float().tolist()
+    assert int(big.episodes[~regular]) == solo and torch.isnan(big.successes[~regular]).all()
+    # the next adds fill the new slots, then overwrite the oldest state (8) first
+    big.add(*make_batch(60, 5))
+    assert stored_ids(big) == [9, 10, 11, 50, 60, 61, 62, 63, 64]
+    big.add(*make_batch(70, 1))
+    assert int(big.episodes[big.features[:, 0, 0, 0] == 70]) < solo  # solo ids are never reused
+    with pytest.raises(ValueError, match="only grows"):
+        big.grown(4)
+
+
+def test_set_episode_success_fills_held_states_of_those_episodes():
+    buf = FeatureBuffer(8, SHAPE, KEY_DIM)
+    _full_columns(buf, torch.arange(0, 6))  # episodes 0 (ids 0-2) and 1 (ids 3-5)
+    buf._successes[:] = float("nan")
+    assert buf.set_episode_success(torch.tensor([1, 7]), torch.tensor([1.0, 0.0])) == 3
+    np.testing.assert_array_equal(buf.successes.numpy(), [np.nan] * 3 + [1.0] * 3)
+    assert buf.set_episode_success(torch.tensor([0]), torch.tensor([0.0])) == 3
+    np.testing.assert_array_equal(buf.successes.numpy(), [0.0] * 3 + [1.0] * 3)

@@ -7,7 +7,9 @@ import pytest
 import torch
 from gymnasium import spaces
 
+from gaze_rl.contrastive.labels import shuffle_labels
 from gaze_rl.contrastive.learner import ContrastiveConfig, ContrastiveLearner
+from gaze_rl.errors import ConfigError
 from gaze_rl.nets.extractor import GazeExtractor
 
 
@@ -61,3 +63,119 @@ def test_non_finite_loss_is_skipped_and_counted():
 def test_needs_a_gaussian_gaze():
     with pytest.raises(ValueError, match="Gaussian gaze"):
         ContrastiveLearner(extractor("patch"), ContrastiveConfig())
+
+
+# --- the gaze-shuffled control -------------------------------------------------------------------
+
+def _episodes(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Episode ids and steps of episodes of these lengths, states interleaved as in a buffer."""
+    episodes = torch.cat([torch.full((n,), e) for e, n in enumerate(lengths)])
+    steps = torch.cat([torch.arange(n) for n in lengths])
+    order = torch.randperm(len(episodes), generator=torch.Generator().manual_seed(1))
+    return episodes[order], steps[order]
+
+
+def test_episode_shuffle_moves_whole_episodes():
+    lengths = [3, 5, 5, 1, 4, 5, 2, 5]
+    episodes, steps = _episodes(lengths)
+    per_episode = torch.tensor([10.0, 11.0, 12.0, 13.0, float("nan"), 15.0, 16.0, 17.0])
+    labels = per_episode[episodes]  # an episode-constant label (episode return, success)
+    moved = 0
+    for seed in range(5):
+        shuffled = shuffle_labels(labels, "episode", torch.Generator().manual_seed(seed), episodes, steps)
+        got = []
+        for e in range(len(lengths)):
+            values = shuffled[episodes == e]
+            assert values.isnan().all() or (values == values[0]).all()  # one label per episode
+            got.append(float(values[0]))
+        # the multiset of episode labels is preserved (NaN moves with its episode)
+        assert sorted(map(str, got)) == sorted(map(str, per_episode.tolist()))
+        moved += sum(str(g) != str(v) for g, v in zip(got, per_episode.tolist()))
+    assert moved > 0  # some episode got another's label
+
+
+def test_episode_shuffle_keeps_the_course_within_episodes():
+    episodes, steps = _episodes([4, 4, 4, 4, 4, 4])
+    labels = (episodes * 100 + (3 - steps)).float()  # a to-go: decreasing within each episode
+    shuffled = shuffle_labels(labels, "episode", torch.Generator().manual_seed(0), episodes, steps)
+    for e in range(6):
+        mine = shuffled[episodes == e][steps[episodes == e].argsort()]
+        source = int(mine[0]) // 100
+        assert mine.tolist() == [source * 100 + 3 - s for s in range(4)]  # another episode's sequence, in order
+    # a 'state' shuffle mixes episodes (the control before issue 23)
+    mixed = shuffle_labels(labels, "state", torch.Generator().manual_seed(0), episodes, steps)
+    assert any(len({int(v) // 100 for v in mixed[episodes == e]}) > 1 for e in range(6))
+
+
+def test_shuffle_by_state_is_the_old_per_state_permutation():
+    learner = filled_learner(shuffle_labels=True, shuffle_by="state")
+    labels = torch.linspace(0, 1, 400)
+    expected = labels[torch.randperm(400, generator=torch.Generator().manual_seed(0))]
+    got = shuffle_labels(labels, "state", torch.Generator().manual_seed(0), learner.buffer.episodes,
+                         learner.buffer.steps)
+    assert torch.equal(got, expected)
+    assert learner.update()["gaze/num_triplets"] > 0
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("shuffle_by", "scene", "unknown shuffle_by 'scene'; valid choices: episode, state"),
+    ("shuffle_labels", "episode", "shuffle_labels must be True or False"),
+    ("projection", "learned", "unknown projection 'learned'; valid choices: trained, frozen, none"),
+])
+def test_bad_control_and_projection_values(field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        ContrastiveConfig(**{field: value})
+
+
+def test_update_logs_the_share_of_active_triplets():
+    metrics = filled_learner().update()
+    assert 0.0 < metrics["gaze/active_fraction"] <= 1.0
+
+
+# --- what the triplet loss compares --------------------------------------------------------------
+
+def test_frozen_projection_is_not_optimised():
+    learner = filled_learner(projection="frozen")
+    optimised = {id(p) for group in learner.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in learner.extractor.attention.parameters()}
+    assert isinstance(learner.projection, torch.nn.Linear) and learner.projection.out_features == 128
+    before = {n: p.detach().clone() for n, p in learner.projection.named_parameters()}
+    gaze_before = {n: p.detach().clone() for n, p in learner.extractor.attention.named_parameters()}
+    metrics = learner.update()
+    assert metrics["gaze/steps_taken"] > 0 and np.isfinite(metrics["gaze/triplet_loss"])
+    assert all(torch.equal(p, before[n]) for n, p in learner.projection.named_parameters())
+    assert any(not torch.equal(p, gaze_before[n]) for n, p in learner.extractor.attention.named_parameters())
+    # 'trained' (the default) optimises the projection too
+    trained = filled_learner()
+    optimised = {id(p) for group in trained.optimizer.param_groups for p in group["params"]}
+    assert {id(p) for p in trained.projection.parameters()} <= optimised
+
+
+def test_no_projection_compares_the_attended_maps():
+    learner = filled_learner(projection="none")
+    assert isinstance(learner.projection, torch.nn.Identity)
+    optimised = {id(p) for group in learner.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in learner.extractor.attention.parameters()}
+    metrics = learner.update()
+    assert metrics["gaze/steps_taken"] > 0 and np.isfinite(metrics["gaze/triplet_loss"])
+    assert np.isfinite(metrics["gaze/contrastive_loss"])
+
+
+# --- the buffer grows with every column ------------------------------------------------------------
+
+def test_reserve_grows_the_buffer_keeping_episode_ids_steps_and_labels():
+    learner = ContrastiveLearner(extractor(), ContrastiveConfig(buffer_size=1000, k=4))
+    learner.reserve(30)
+    maps = torch.rand(30, *learner.extractor.map_shape)
+    ids = torch.arange(30)
+    learner.add(maps, ids * 1.0, ids // 6, ids % 6, ids * 2.0 + 1.0, (ids // 6 % 2).float())
+    assert learner.buffer.capacity == 30
+    learner.reserve(50)
+    buf = learner.buffer
+    assert buf.capacity == 80 and len(buf) == 30
+    assert buf.returns.tolist() == (ids * 1.0).tolist()
+    assert buf.episodes.tolist() == (ids // 6).tolist()
+    assert buf.steps.tolist() == (ids % 6).tolist()
+    assert buf.episode_returns.tolist() == (ids * 2.0 + 1.0).tolist()
+    assert buf.successes.tolist() == (ids // 6 % 2).float().tolist()
+    torch.testing.assert_close(buf.features.float(), maps, atol=2e-3, rtol=2e-3)

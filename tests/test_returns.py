@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import torch
-
 from gaze_rl.contrastive.buffer import FeatureBuffer
 from gaze_rl.contrastive.returns import (
-    RETURN_LABELS, EpisodeBook, EpisodeReturnTracker, buffer_labels, discounted_returns_to_go,
+    RETURN_LABELS,
+    EpisodeBook,
+    EpisodeReturnTracker,
+    buffer_labels,
+    discounted_returns_to_go,
+    episode_success,
+    step_successes,
 )
 
 
@@ -170,4 +175,55 @@ def test_labels():
     np.testing.assert_allclose(buffer_labels(buf, "detrended").numpy(), [-1.0, 1.0, -1.0, 1.0, np.nan])
     with pytest.raises(ValueError, match="unknown return label 'nope'"):
         buffer_labels(buf, "nope")
-    assert set(RETURN_LABELS) == {"to-go", "episode", "detrended"}
+    assert set(RETURN_LABELS) == {"to-go", "episode", "detrended", "success"}
+
+
+def test_success_label_is_the_episode_flag_not_the_rewards():
+    buf = _buffer([9.0, 9.0, 0.0, 0.0, 5.0], [0, 1, 0, 1, 0], [9.0, 9.0, 0.0, 0.0, 5.0])
+    # episode of high reward failed, episode of no reward succeeded, the last one still runs
+    buf._successes[:5] = torch.tensor([0.0, 0.0, 1.0, 1.0, float("nan")])
+    np.testing.assert_array_equal(buffer_labels(buf, "success").numpy(), [0.0, 0.0, 1.0, 1.0, np.nan])
+
+
+def test_episode_success_reads_maniskill_then_sb3_keys():
+    assert episode_success({"success_once": True, "is_success": False}) == 1.0
+    assert episode_success({"is_success": np.bool_(False)}) == 0.0
+    assert np.isnan(episode_success({"episode": {"r": 1.0}}))
+    np.testing.assert_array_equal(
+        step_successes([{"success_once": True}, {"success_once": False}, {}], np.array([True, False, True])),
+        [1.0, np.nan, np.nan])
+
+
+def test_episode_book_success_of_ended_episodes_and_nan_tails():
+    book = EpisodeBook(num_envs=2, gamma=0.5)
+    # env 0: an episode of steps 0-1 that succeeds with no reward, then a tail (steps 2-3);
+    # env 1: one 4-step episode with high rewards that fails
+    rewards = np.array([[0.0, 5.0], [0.0, 5.0], [1.0, 5.0], [1.0, 5.0]])
+    starts = np.array([[True, True], [False, False], [True, False], [False, False]])
+    dones = np.array([[False, False], [True, False], [False, False], [False, True]])
+    successes = np.full((4, 2), np.nan, np.float32)
+    successes[1, 0], successes[3, 1] = 1.0, 0.0
+    labels = book.label_rollout(rewards, starts, np.zeros((4, 2)), dones, successes)
+    np.testing.assert_array_equal(labels.success.reshape(4, 2), [[1, 0], [1, 0], [np.nan, 0], [np.nan, 0]])
+    ids, flags = labels.ended
+    e = labels.episode.reshape(4, 2)
+    assert sorted(zip(ids.tolist(), flags.tolist())) == sorted([(e[0, 0], 1.0), (e[0, 1], 0.0)])
+    # the tail's episode ends in the next rollout, failing: only that rollout's labels know it
+    more = book.label_rollout(np.zeros((1, 2)), np.zeros((1, 2), bool), np.zeros((1, 2)),
+                              np.array([[True, False]]), np.array([[0.0, np.nan]], np.float32))
+    assert more.episode[0] == e[2, 0] and more.success[0] == 0.0 and np.isnan(more.success[1])
+    assert more.ended[0].tolist() == [e[2, 0]] and more.ended[1].tolist() == [0.0]
+    # without dones nothing is known
+    assert np.isnan(book.label_rollout(rewards, starts, np.zeros((4, 2))).success).all()
+
+
+def test_tracker_success_from_infos():
+    tracker = EpisodeReturnTracker(num_envs=2, gamma=0.9)
+    obs = np.zeros((2, 1), np.float32)
+    assert tracker.record(obs, np.array([5.0, 0.0]), np.array([False, False]), [{}, {}]) == []
+    done = tracker.record(obs, np.array([5.0, 0.0]), np.array([True, True]),
+                          [{"success_once": False}, {"success_once": True}])
+    assert [lab.success.tolist() for _, lab in done] == [[0.0, 0.0], [1.0, 1.0]]
+    # no infos, or infos without a flag: unknown
+    done = tracker.record(obs, np.array([1.0, 1.0]), np.array([True, True]))
+    assert all(np.isnan(lab.success).all() for _, lab in done)

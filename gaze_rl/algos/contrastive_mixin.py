@@ -175,10 +175,16 @@ class ContrastiveMixin:
         return self.contrastive.config.learning_rate * (now / start if start else 0.0)
 
     def _add_labelled(self, feature_maps: torch.Tensor, labels: StateLabels) -> None:
-        """Feature maps and their labels (one row per state) into the contrastive buffer."""
+        """Feature maps and their labels (one row per state) into the contrastive buffer; the
+        episodes that ended with them get their success flag on every state the buffer holds
+        (states of earlier rollouts included)."""
         assert self.contrastive is not None
         self.contrastive.add(feature_maps, torch.as_tensor(labels.to_go), torch.as_tensor(labels.episode),
-                             torch.as_tensor(labels.step), torch.as_tensor(labels.episode_return))
+                             torch.as_tensor(labels.step), torch.as_tensor(labels.episode_return),
+                             torch.as_tensor(labels.success))
+        ended, flags = labels.ended
+        if len(ended):
+            self.contrastive.buffer.set_episode_success(torch.as_tensor(ended), torch.as_tensor(flags))
 
     def _maybe_contrastive_update(self) -> None:
         """Runs one contrastive update every `update_every` calls and logs its metrics."""

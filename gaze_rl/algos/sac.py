@@ -49,7 +49,7 @@ class GazeSAC(ContrastiveMixin, SAC):
 
     def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos) -> None:
         if self._return_tracker is not None:
-            for observations, labels in self._return_tracker.record(self._last_obs, reward, dones):
+            for observations, labels in self._return_tracker.record(self._last_obs, reward, dones, infos):
                 self._add_labelled(self._feature_maps(observations), labels)
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 

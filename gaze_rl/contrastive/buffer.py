@@ -16,12 +16,19 @@ returns differ. :class:`FeatureBuffer` is that memory. It stores
   ``episode`` label (gaze_rl.contrastive.returns);
 * ``episodes`` / ``steps``: the state's episode id (unique across envs and resets, int64)
   and its step index within that episode (int64), so that labels can be detrended in time
-  and mining can exclude neighbours from the anchor's own episode.
+  and mining can exclude neighbours from the anchor's own episode;
+* ``successes``: the success flag of the state's episode (float32: 1.0 / 0.0, NaN while the
+  episode has not ended or the env reports no success), for the ``success`` label; filled
+  for every held state of an episode when it ends (:meth:`FeatureBuffer.set_episode_success`).
 
 Everything is preallocated once on a single torch device, so adding states never
 allocates and a GPU-resident buffer never copies to the host. Features and keys
 default to ``float16`` to halve memory (our choice; the paper does not say how it
 stores them); returns stay ``float32`` because mining compares them exactly.
+
+The buffer owns its growth (:meth:`FeatureBuffer.grown`): every column is copied, in
+insertion order, so a buffer resized between two ``learn()`` calls keeps its states' episode
+ids, steps and labels.
 """
 
 from __future__ import annotations
@@ -80,6 +87,7 @@ class FeatureBuffer:
         self._episode_returns = torch.zeros(self._capacity, dtype=torch.float32, device=self.device)
         self._episodes = torch.zeros(self._capacity, dtype=torch.int64, device=self.device)
         self._steps = torch.zeros(self._capacity, dtype=torch.int64, device=self.device)
+        self._successes = torch.full((self._capacity,), float("nan"), dtype=torch.float32, device=self.device)
         self._next_solo_episode = -1  # ids for states added without one: negative, never reused
         self._pos = 0  # next slot to write
         self._size = 0
@@ -128,6 +136,57 @@ class FeatureBuffer:
         """Filled step indices within their episodes ``(len,)`` int64 in slot order; a view, do not modify."""
         return self._steps[: self._size]
 
+    @property
+    def successes(self) -> Tensor:
+        """Filled episode success flags ``(len,)`` float32 (NaN = not known yet) in slot order; a view."""
+        return self._successes[: self._size]
+
+    def _columns(self) -> dict[str, Tensor]:
+        """Every per-state storage tensor, by name: what growth copies and what nbytes counts."""
+        return {"features": self._features, "keys": self._keys, "returns": self._returns,
+                "episode_returns": self._episode_returns, "episodes": self._episodes, "steps": self._steps,
+                "successes": self._successes}
+
+    def chronological(self) -> Tensor:
+        """Slot indices of the held states, oldest first (insertion order)."""
+        if not self.full:
+            return torch.arange(self._size, device=self.device)
+        return (self._pos + torch.arange(self._capacity, device=self.device)) % self._capacity
+
+    def grown(self, capacity: int) -> FeatureBuffer:
+        """A buffer of ``capacity`` (>= this one's) holding this buffer's states with **every**
+        column (features, keys, returns, episode returns, episode ids, steps, success flags), oldest
+        first, so that the next adds overwrite the oldest states first once it fills up. States
+        added later without an episode id still get ids never used by the copied states."""
+        if capacity < self._capacity:
+            raise ValueError(f"a buffer only grows: capacity {capacity} < current capacity {self._capacity}; "
+                             "drop states by making a new buffer instead.")
+        new = FeatureBuffer(capacity, self.feature_shape, self.key_dim, device=self.device, dtype=self.dtype)
+        order = self.chronological()
+        for name, column in self._columns().items():
+            new._columns()[name][: self._size] = column[order]
+        new._size, new._pos = self._size, self._size % capacity
+        new._next_solo_episode = self._next_solo_episode
+        return new
+
+    @torch.no_grad()
+    def set_episode_success(self, episodes: Tensor, successes: Tensor) -> int:
+        """Sets the success flag of every held state of the given episodes (ids ``(E,)``, flags
+        ``(E,)``, e.g. when those episodes end); returns how many states were set."""
+        if episodes.shape != successes.shape or episodes.dim() != 1:
+            raise ValueError(f"episodes and successes must have the same shape (E,), got {tuple(episodes.shape)} "
+                             f"and {tuple(successes.shape)}; pass one flag per episode id.")
+        if episodes.numel() == 0 or self._size == 0:
+            return 0
+        held = self._episodes[: self._size]
+        episodes = episodes.to(device=self.device, dtype=torch.int64)
+        sorted_ids, order = episodes.sort()
+        where = torch.searchsorted(sorted_ids, held).clamp(max=len(sorted_ids) - 1)
+        hit = sorted_ids[where] == held
+        flags = successes.to(device=self.device, dtype=torch.float32)[order][where]
+        self._successes[: self._size] = torch.where(hit, flags, self._successes[: self._size])
+        return int(hit.sum())
+
     def add(
         self,
         features: Tensor,
@@ -136,6 +195,7 @@ class FeatureBuffer:
         episodes: Tensor | None = None,
         steps: Tensor | None = None,
         episode_returns: Tensor | None = None,
+        successes: Tensor | None = None,
     ) -> None:
         """Store a batch of states, overwriting the oldest ones once the buffer is full.
 
@@ -146,6 +206,8 @@ class FeatureBuffer:
             (a fresh negative id, never equal to another state's).
         :param steps: ``(N,)`` step index of each state within its episode; None = 0.
         :param episode_returns: ``(N,)`` return of each state's whole episode; None = ``returns``.
+        :param successes: ``(N,)`` success flag of each state's episode (NaN = not known yet);
+            None = all NaN.
 
         Inputs are detached and moved to the buffer's device; features and keys are
         cast to the buffer's dtype, returns to float32. ``N`` may exceed the
@@ -181,10 +243,12 @@ class FeatureBuffer:
             self._next_solo_episode -= n
         steps = torch.zeros(n, dtype=torch.int64) if steps is None else steps
         episode_returns = returns if episode_returns is None else episode_returns
-        if episodes.shape != (n,) or steps.shape != (n,) or episode_returns.shape != (n,):
+        successes = torch.full((n,), float("nan")) if successes is None else successes
+        if episodes.shape != (n,) or steps.shape != (n,) or episode_returns.shape != (n,) or successes.shape != (n,):
             raise ValueError(
-                f"episodes, steps and episode_returns must have shape ({n},), got {tuple(episodes.shape)}, "
-                f"{tuple(steps.shape)} and {tuple(episode_returns.shape)}; pass one of each per state."
+                f"episodes, steps, episode_returns and successes must have shape ({n},), got "
+                f"{tuple(episodes.shape)}, {tuple(steps.shape)}, {tuple(episode_returns.shape)} and "
+                f"{tuple(successes.shape)}; pass one of each per state."
             )
 
         # Adding N > capacity states one by one would leave only the last `capacity`
@@ -193,6 +257,7 @@ class FeatureBuffer:
             skip = n - self._capacity
             features, keys, returns = features[skip:], keys[skip:], returns[skip:]
             episodes, steps, episode_returns = episodes[skip:], steps[skip:], episode_returns[skip:]
+            successes = successes[skip:]
             self._pos = (self._pos + skip) % self._capacity
             n = self._capacity
 
@@ -203,14 +268,15 @@ class FeatureBuffer:
         self._episode_returns[slots] = episode_returns.detach().to(device=self.device, dtype=torch.float32)
         self._episodes[slots] = episodes.to(device=self.device, dtype=torch.int64)
         self._steps[slots] = steps.to(device=self.device, dtype=torch.int64)
+        self._successes[slots] = successes.detach().to(device=self.device, dtype=torch.float32)
         self._pos = (self._pos + n) % self._capacity
         self._size = min(self._size + n, self._capacity)
 
     def nbytes(self) -> int:
         """Bytes held by the storage tensors (allocated up front, independent of ``len``)."""
-        tensors = (self._features, self._keys, self._returns, self._episode_returns, self._episodes, self._steps)
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in self._columns().values())
 
     def bytes_per_state(self) -> int:
-        """Bytes of storage per state: one feature map, one key, two returns, an episode id and a step."""
+        """Bytes of storage per state: one feature map, one key, two returns, an episode id, a step
+        and a success flag."""
         return self.nbytes() // self._capacity

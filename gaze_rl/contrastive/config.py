@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from gaze_rl.contrastive.labels import LABEL_NAMES
+from gaze_rl.contrastive.labels import LABEL_NAMES, SHUFFLE_UNITS
 from gaze_rl.contrastive.rules import TRIPLET_RULES
 from gaze_rl.errors import ConfigError
 from gaze_rl.validation import Validated
 
 KNN_BACKENDS = ("auto", "faiss", "torch")
+PROJECTIONS = ("trained", "frozen", "none")
 
 # CLI types built from the registries, so a new rule or label is one registry entry.
 RuleName = Literal[TRIPLET_RULES]  # type: ignore[valid-type]
@@ -36,7 +37,7 @@ class ContrastiveConfig(Validated):
     rule: RuleName = "class"
     """Triplet rule (gaze_rl.contrastive.rules.MINING_RULES). 'class': positive = nearest neighbour on the anchor's side of the split, negative = nearest on the other side; 'threshold' (the paper's reading): positive above the split, negative at or below it, whatever the anchor's return; 'relative': higher / lower return than the anchor's."""
     label: LabelName = "episode"
-    """Return label mining splits on (gaze_rl.contrastive.labels.RETURN_LABELS): 'to-go' (G_t), 'episode' (the whole episode's discounted return), 'detrended' (G_t minus the mean G at the same step index)."""
+    """Return label mining splits on (gaze_rl.contrastive.labels.RETURN_LABELS): 'to-go' (G_t), 'episode' (the whole episode's discounted return), 'detrended' (G_t minus the mean G at the same step index), 'success' (the episode's success flag, 1 / 0 for all its states; unknown, so skipped, until the episode ends)."""
     threshold: float | None = None
     """Split of the 'class' / 'threshold' rules; None = the buffer's `quantile`, moved so both classes are non-empty (our choice)."""
     quantile: float = 0.5
@@ -46,7 +47,9 @@ class ContrastiveConfig(Validated):
     steps_per_update: int = 8
     """Contrastive Adam steps per update, each on freshly sampled anchors."""
     shuffle_labels: bool = False
-    """Control (method gaze-shuffled): randomly permute the labels over the buffer at every step."""
+    """Control (method gaze-shuffled): randomly permute the labels at every contrastive step (how: shuffle_by)."""
+    shuffle_by: Literal["episode", "state"] = "episode"
+    """What shuffle_labels permutes: 'episode' = whole episodes (each episode gets another episode's labels, at the same relative times, so within-episode structure is kept); 'state' = single states (the control before issue 23)."""
     triplet_weight: float = 0.1
     """Weight of the triplet loss."""
     spread_weight: float = 0.0
@@ -54,7 +57,9 @@ class ContrastiveConfig(Validated):
     spread_target: float = 0.45
     """Sigma the spread regulariser pulls towards (grid units, the map spans [-1, 1])."""
     projection_dim: int = 128
-    """Width of the linear projection of attended features the loss compares; 0 = none."""
+    """Width of the linear projection of attended features the loss compares; 0 = none (as projection 'none')."""
+    projection: Literal["trained", "frozen", "none"] = "trained"
+    """What the triplet loss compares: 'trained' = a linear projection trained with the gaze head (the port's); 'frozen' = a fixed random linear projection the optimizer does not train (so only the gaze can lower the loss); 'none' = the attended feature map itself, flattened."""
     key_dim: int = 256
     """Dimension of the k-NN keys (random projection of the feature map)."""
     learning_rate: float = 3e-4
@@ -62,7 +67,7 @@ class ContrastiveConfig(Validated):
     update_every: int = 1
     """Contrastive update every N training iterations (PPO rollouts / SAC train calls)."""
     return_discount: float | None = None
-    """Discount of the stored return-to-go; None = the algorithm's gamma."""
+    """Discount of every discounted label (to-go, episode, detrended); None = the algorithm's gamma. Not used by 'success'."""
     knn_backend: Literal["auto", "faiss", "torch"] = "auto"
     """'auto': a FAISS GPU index with faiss-gpu on CUDA, else exact torch (faster than a rebuilt flat FAISS index); 'faiss': FAISS IndexFlatIP."""
     rl_trains_gaze: bool = False
@@ -92,6 +97,15 @@ class ContrastiveConfig(Validated):
                              f"(got {self.exclude_window})")
         if self.knn_backend not in KNN_BACKENDS:
             raise ConfigError(f"unknown knn_backend {self.knn_backend!r}; valid choices: {', '.join(KNN_BACKENDS)}")
+        if self.shuffle_by not in SHUFFLE_UNITS:
+            raise ConfigError(f"unknown shuffle_by {self.shuffle_by!r}; valid choices: {', '.join(SHUFFLE_UNITS)}")
+        if not isinstance(self.shuffle_labels, bool):
+            raise ConfigError(f"shuffle_labels must be True or False (got {self.shuffle_labels!r}); choose what is "
+                              f"permuted with shuffle_by ({', '.join(SHUFFLE_UNITS)})")
+        if self.projection not in PROJECTIONS:
+            raise ConfigError(f"unknown projection {self.projection!r}; valid choices: {', '.join(PROJECTIONS)}")
+        if self.projection_dim < 0:
+            raise ConfigError(f"contrastive projection_dim must be >= 0 (got {self.projection_dim})")
         if self.return_discount is not None and not 0.0 <= self.return_discount <= 1.0:
             raise ConfigError(f"return_discount must be in [0, 1] (got {self.return_discount})")
 

@@ -4,9 +4,11 @@ Per update: compute the labels (gaze_rl.contrastive.returns) and rebuild the k-N
 the buffer's keys; then, `steps_per_update` times: sample anchors, mine triplets (similar
 states, different labels; gaze_rl.contrastive.mining), re-attend their stored feature maps
 with the *current* gaze head, project, and take one Adam step on
-`triplet_weight * triplet + spread_weight * spread`. Only the gaze head and the projection are
-optimised here; RL trains the encoder and policy. Every update logs what the signal looked
-like (`gaze/label_step_spearman`, `gaze/same_episode_fraction`, ...), so an inert or
+`triplet_weight * triplet + spread_weight * spread`. Only the gaze head and the projection
+(`projection='trained'`; a 'frozen' one is fixed, 'none' compares the attended maps
+themselves) are optimised here; RL trains the encoder and policy. Every update logs what the
+signal looked like (`gaze/label_step_spearman`, `gaze/same_episode_fraction`,
+`gaze/active_fraction` = share of triplets whose hinge is still > 0, ...), so an inert or
 confounded signal shows in TensorBoard.
 
 Our choices where the paper is silent (documented in ContrastiveConfig): k-NN keys are a fixed
@@ -24,7 +26,8 @@ from torch import nn
 
 from gaze_rl.contrastive.buffer import FeatureBuffer
 from gaze_rl.contrastive.config import ContrastiveConfig
-from gaze_rl.contrastive.losses import spread_regularizer, triplet_loss
+from gaze_rl.contrastive.labels import shuffle_labels
+from gaze_rl.contrastive.losses import spread_regularizer, triplet_hinge
 from gaze_rl.contrastive.mining import make_knn, mine_triplets, sample_anchors
 from gaze_rl.contrastive.returns import buffer_labels
 from gaze_rl.nets.attention import GazeParams
@@ -48,8 +51,9 @@ class ContrastiveLearner:
         # Fixed (seeded) projection: keys of old and new states stay comparable.
         proj = torch.Generator().manual_seed(0)
         self._key_matrix = (torch.randn(flat, self.key_dim, generator=proj) / math.sqrt(self.key_dim)).to(self.device)
-        self.projection = (nn.Linear(flat, config.projection_dim) if config.projection_dim > 0 else nn.Identity()).to(self.device)
-        params = list(extractor.attention.parameters()) + list(self.projection.parameters())
+        self.projection = self._make_projection(flat).to(self.device)
+        # a frozen projection's weights have requires_grad=False and stay out of the optimizer
+        params = list(extractor.attention.parameters()) + [p for p in self.projection.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
         self._buffer: FeatureBuffer | None = None  # allocated on first use, see reserve()
         self._capacity = config.buffer_size
@@ -57,6 +61,16 @@ class ContrastiveLearner:
         self.generator = torch.Generator().manual_seed(seed)
         self.num_updates = 0
         self.skipped_nonfinite = 0
+
+    def _make_projection(self, flat: int) -> nn.Module:
+        """What the triplet loss compares the attended features through (ContrastiveConfig.projection)."""
+        cfg = self.config
+        if cfg.projection == "none" or cfg.projection_dim == 0:
+            return nn.Identity()
+        projection = nn.Linear(flat, cfg.projection_dim)  # 'frozen' draws the same initial weights as 'trained'
+        if cfg.projection == "frozen":
+            projection.requires_grad_(False)
+        return projection
 
     @property
     def buffer(self) -> FeatureBuffer:
@@ -67,16 +81,14 @@ class ContrastiveLearner:
 
     def reserve(self, more: int) -> None:
         """Sizes the buffer for `more` states to come on top of those it holds, up to buffer_size,
-        so that a 1k-step run does not hold 100k feature maps. A buffer in use only grows
-        (keeping its states)."""
+        so that a 1k-step run does not hold 100k feature maps. A buffer in use only grows,
+        keeping its states with all their columns (FeatureBuffer.grown)."""
         held = 0 if self._buffer is None else len(self._buffer)
         capacity = min(self.config.buffer_size, max(held + int(more), self.config.k + 1))
         if self._buffer is None:
             self._capacity = capacity
         elif capacity > self._buffer.capacity:
-            old = self._buffer
-            self._capacity, self._buffer = capacity, None
-            self.buffer.add(old.features, old.keys, old.returns)
+            self._capacity, self._buffer = capacity, self._buffer.grown(capacity)
 
     def keys(self, feature_maps: torch.Tensor) -> torch.Tensor:
         """L2-normalised k-NN keys of feature maps (B, C, h, w) -> (B, key_dim)."""
@@ -85,12 +97,14 @@ class ContrastiveLearner:
 
     @torch.no_grad()
     def add(self, feature_maps: torch.Tensor, returns: torch.Tensor, episodes: torch.Tensor | None = None,
-            steps: torch.Tensor | None = None, episode_returns: torch.Tensor | None = None) -> None:
+            steps: torch.Tensor | None = None, episode_returns: torch.Tensor | None = None,
+            successes: torch.Tensor | None = None) -> None:
         """Stores detached feature maps (B, C, h, w) with their returns-to-go (B,) and, optionally,
-        episode ids, step indices and whole-episode returns (B,) (see FeatureBuffer.add)."""
+        episode ids, step indices, whole-episode returns and episode success flags (B,) (see
+        FeatureBuffer.add)."""
         feature_maps = feature_maps.detach().to(self.device)
         self.buffer.add(feature_maps, self.keys(feature_maps), returns.to(self.device), episodes, steps,
-                        episode_returns)
+                        episode_returns, successes)
 
     def update(self) -> dict[str, float]:
         """`steps_per_update` contrastive steps; returns metrics named for the `gaze/` TensorBoard section."""
@@ -110,7 +124,8 @@ class ContrastiveLearner:
             mine_start = time.perf_counter()
             step_labels = labels
             if cfg.shuffle_labels:  # the control: any structure left in the labels is noise
-                step_labels = labels[torch.randperm(len(labels), generator=self.generator).to(labels.device)]
+                step_labels = shuffle_labels(labels, cfg.shuffle_by, self.generator, self.buffer.episodes,
+                                             self.buffer.steps)
             anchors = sample_anchors(len(self.buffer), cfg.num_anchors, self.generator).to(self.device)
             _, neighbors = self.knn.search(self.buffer.keys[anchors], search_k)
             triplets = mine_triplets(neighbors, anchors, step_labels, cfg.rule, cfg.threshold, cfg.quantile,
@@ -125,7 +140,8 @@ class ContrastiveLearner:
             index = torch.cat([triplets.anchor, triplets.positive, triplets.negative])
             out = self.extractor.attention(self.buffer.features[index].float())
             z_anchor, z_pos, z_neg = self.projection(out.features.flatten(1)).chunk(3)
-            trip = triplet_loss(z_anchor, z_pos, z_neg, cfg.margin)
+            hinge = triplet_hinge(z_anchor, z_pos, z_neg, cfg.margin)
+            trip = hinge.mean()
             spread = spread_regularizer(out.params.sigma, cfg.spread_target)
             loss = cfg.triplet_weight * trip + cfg.spread_weight * spread
             if not torch.isfinite(loss):
@@ -138,7 +154,8 @@ class ContrastiveLearner:
             self.num_updates += 1
             steps_taken += 1
             _accumulate(sums, {"triplet_loss": trip.item(), "spread_loss": spread.item(),
-                               "contrastive_loss": loss.item()})
+                               "contrastive_loss": loss.item(),
+                               "active_fraction": float((hinge.detach() > 0).float().mean())})
         metrics["gaze/mining_ms"] = 1000.0 * mining_s
         metrics["gaze/update_ms"] = 1000.0 * (time.perf_counter() - start)
         metrics["gaze/steps_taken"] = float(steps_taken)

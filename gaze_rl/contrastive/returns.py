@@ -12,18 +12,32 @@ step index (gaze_rl.contrastive.buffer). A *label* is computed from these at min
   the episode went, not how much of it is left.
 * ``detrended``: G_t minus the mean G over the buffer's states at the same step index, so
   that the part explained by time alone is removed.
+* ``success``: the episode's success flag (ManiSkill's ``success_once``, read from the info of
+  the episode's last step, see :func:`episode_success`), 1 / 0 for every state of the episode,
+  whatever its rewards; NaN until the episode ends (and for envs that report no success).
+
+Discount: every discounted label (to-go, episode, detrended) uses ``return_discount`` of the
+contrastive config, which is the algorithm's gamma when None (the default, the behaviour
+before it was its own setting). A discount near 1 makes the episode label the episode's
+(undiscounted) sum of rewards; a small one makes it mostly the first rewards, i.e. mostly the
+start state. GazePPO's tail bootstrap V(s_T) is the value network's, trained with the
+algorithm's gamma, so with another return discount the tails mix the two discounts.
 
 Episode ends and rollout tails, for both algorithms: an episode that ended (terminated *or*
 truncated by the time limit) is labelled with the rewards it collected, with no bootstrap:
 the label is what that episode returned. GazePPO's rollout tails (episodes still running
 when the rollout ends) are completed with the value network's V(s_T), the best estimate of
 what the episode will still collect; GazeSAC stores an episode only once it has ended, so
-it never bootstraps.
+it never bootstraps. The success label of a PPO tail is NaN when it enters the buffer and is
+filled, for every state of the episode still held, when the episode ends in a later rollout
+(FeatureBuffer.set_episode_success).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -62,6 +76,25 @@ class StateLabels:
     episode_return: np.ndarray  # (n,) float32, discounted return of the whole episode
     episode: np.ndarray  # (n,) int64, episode id (unique across envs and resets)
     step: np.ndarray  # (n,) int64, step index within the episode
+    success: np.ndarray  # (n,) float32, the episode's success flag (1 / 0); NaN while it runs
+    # ids and success flags of the episodes that ended with these states (their states from
+    # earlier rollouts, still in the feature buffer, get the flag too)
+    ended: tuple[np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+
+
+def episode_success(info: Mapping[str, Any]) -> float:
+    """The success flag an env reports on an episode's last step: ManiSkill's `success_once`
+    (gaze_rl.envs EpisodeOutcome), else SB3's `is_success`; NaN when it reports neither."""
+    for key in ("success_once", "is_success"):
+        if key in info and info[key] is not None:
+            return float(bool(np.asarray(info[key]).item()))
+    return float("nan")
+
+
+def step_successes(infos: Sequence[Mapping[str, Any]], dones: np.ndarray) -> np.ndarray:
+    """(N,) float32 success flags of one vec-env step: the flag where an episode ended, else NaN."""
+    return np.array([episode_success(info) if done else np.nan for info, done in zip(infos, dones)], np.float32)
 
 
 class EpisodeBook:
@@ -80,12 +113,17 @@ class EpisodeBook:
         self._next_id += n
         return ids
 
-    def label_rollout(self, rewards: np.ndarray, starts: np.ndarray, to_go: np.ndarray) -> StateLabels:
+    def label_rollout(self, rewards: np.ndarray, starts: np.ndarray, to_go: np.ndarray,
+                      dones: np.ndarray | None = None, successes: np.ndarray | None = None) -> StateLabels:
         """Labels of a (T, N) rollout, time first; rows flattened time-major as SB3's buffer.
 
         :param rewards: (T, N) rewards.
         :param starts: (T, N) True where observation t is the first of an episode.
         :param to_go: (T, N) discounted returns-to-go (tails already bootstrapped).
+        :param dones: (T, N) True where the episode ended after step t (starts shifted by one,
+            the last row from the env); None = no episode known to end (success all NaN).
+        :param successes: (T, N) success flag reported where an episode ended (NaN elsewhere,
+            see :func:`step_successes`); None = unknown.
         """
         T, N = rewards.shape
         episode = np.empty((T, N), dtype=np.int64)
@@ -100,16 +138,26 @@ class EpisodeBook:
             self.past += self.gamma ** self.step * rewards[t]
             self.step += 1
         episode_return = past + self.gamma ** step * to_go
+        success = np.full((T, N), np.nan, dtype=np.float32)
+        ended = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        if dones is not None:
+            dones = dones.astype(bool)
+            flags = np.full((T, N), np.nan, np.float32) if successes is None else successes.astype(np.float32)
+            running = np.full(N, np.nan, dtype=np.float32)  # the tail's episode has not ended: NaN
+            for t in reversed(range(T)):
+                running = np.where(dones[t], flags[t], running)
+                success[t] = running
+            ended = (episode[dones], flags[dones])
         return StateLabels(to_go.reshape(-1).astype(np.float32), episode_return.reshape(-1).astype(np.float32),
-                           episode.reshape(-1), step.reshape(-1))
+                           episode.reshape(-1), step.reshape(-1), success.reshape(-1), ended)
 
 
-def episode_labels(rewards: np.ndarray, gamma: float, episode_id: int) -> StateLabels:
-    """Labels of one finished episode's (T,) rewards."""
+def episode_labels(rewards: np.ndarray, gamma: float, episode_id: int, success: float = float("nan")) -> StateLabels:
+    """Labels of one finished episode's (T,) rewards (and its success flag, NaN if unknown)."""
     to_go = discounted_returns_to_go(rewards.astype(np.float32)[:, None], np.zeros((len(rewards), 1), bool), gamma)[:, 0]
     n = len(rewards)
     return StateLabels(to_go, np.full(n, to_go[0], np.float32), np.full(n, episode_id, np.int64),
-                       np.arange(n, dtype=np.int64))
+                       np.arange(n, dtype=np.int64), np.full(n, success, np.float32))
 
 
 class EpisodeReturnTracker:
@@ -134,10 +182,11 @@ class EpisodeReturnTracker:
             rewards.clear()
 
     def record(
-        self, obs: Observation, rewards: np.ndarray, dones: np.ndarray
+        self, obs: Observation, rewards: np.ndarray, dones: np.ndarray,
+        infos: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[tuple[Observation, StateLabels]]:
         """Adds one vec-env step (obs = the observations the actions were taken from: an array,
-        or a dict of arrays, with the envs first).
+        or a dict of arrays, with the envs first; infos = the step's infos, for the success label).
 
         Returns the episodes that ended at this step, each as (stacked observations, labels).
         """
@@ -146,7 +195,8 @@ class EpisodeReturnTracker:
             self._obs[i].append({k: v[i].copy() for k, v in obs.items()} if isinstance(obs, dict) else obs[i].copy())
             self._rewards[i].append(float(rewards[i]))
             if done:
-                labels = episode_labels(np.asarray(self._rewards[i]), self.gamma, self._next_id)
+                success = episode_success(infos[i]) if infos is not None else float("nan")
+                labels = episode_labels(np.asarray(self._rewards[i]), self.gamma, self._next_id, success)
                 self._next_id += 1
                 episode = self._obs[i]
                 stacked: Observation = ({k: np.stack([o[k] for o in episode]) for k in obs} if isinstance(obs, dict)
