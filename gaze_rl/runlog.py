@@ -181,25 +181,48 @@ class AttentionOnTargetProbe(BaseCallback):
     """At the start of training and every `every` env steps, the policy's attention-on-target on
     a fixed probe set (gaze_rl.segmentation.on_target.ProbeSet), logged as
     `gaze/attention_on_target`, `..._chance` and `..._lift`, and appended to `csv_path` (one row
-    per measurement); every method has one (the baseline's is its feature-energy map)."""
+    per measurement); every method has one (the baseline's is its feature-energy map).
 
-    def __init__(self, probe: Any, every: int, csv_path: Path | None = None):
+    With a `tracking` probe set (frames spread over scenes, for policies with a Gaussian gaze),
+    also the gaze tracking on it (`gaze/track_slope_x`, `..._y`, `gaze/track_r2_x`, `..._y`,
+    `gaze/track_dist_cells`, `gaze/track_dist_cells_centred`) and the gaze's spread and size on
+    the current network (`gaze/policy_mu_x_std`, `..._y_std`, `gaze/policy_sigma_mean`), in
+    TensorBoard and as further CSV columns; a run without a Gaussian gaze writes no such columns.
+    """
+
+    def __init__(self, probe: Any, every: int, csv_path: Path | None = None, tracking: Any = None):
         super().__init__()
-        self.probe, self.every, self.csv_path = probe, every, csv_path
+        self.probe, self.every, self.csv_path, self.tracking = probe, every, csv_path, tracking
         self._next = 0
 
     def _measure(self) -> None:
         values = self.probe.measure(self.model)
+        if self.tracking is not None:
+            values.update(self.tracking.track(self.model))
         for name, value in values.items():
             self.logger.record(f"gaze/{name}", value)
         if self.csv_path is not None:
-            new = not self.csv_path.exists()
-            with self.csv_path.open("a", newline="") as f:
-                writer = csv.writer(f)
-                if new:
-                    writer.writerow(ON_TARGET_COLUMNS)
-                writer.writerow([self.num_timesteps, *(f"{values[c]:.6g}" for c in ON_TARGET_COLUMNS[1:])])
+            self._append(values)
         self._next = self.num_timesteps + self.every
+
+    def _append(self, values: dict[str, float]) -> None:
+        """One CSV row; the columns are the file's own (a resumed run keeps its header), else
+        ON_TARGET_COLUMNS and the tracking columns measured."""
+        from gaze_rl.segmentation.tracking import POLICY_GAZE_COLUMNS, TRACK_COLUMNS
+
+        assert self.csv_path is not None
+        columns: list[str] = []
+        if self.csv_path.exists():
+            with self.csv_path.open(newline="") as f:
+                columns = next(csv.reader(f), [])
+        new = not columns
+        if new:
+            columns = [*ON_TARGET_COLUMNS, *(c for c in (*TRACK_COLUMNS, *POLICY_GAZE_COLUMNS) if c in values)]
+        with self.csv_path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(columns)
+            writer.writerow([self.num_timesteps, *(f"{values.get(c, float('nan')):.6g}" for c in columns[1:])])
 
     def _on_training_start(self) -> None:
         self._measure()

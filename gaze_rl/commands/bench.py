@@ -9,7 +9,8 @@ are gone). Runs go to local processes (`--workers` at a time) or to a Ray cluste
 interval plots per (env, algo) (with attention-on-target over training, and a bar chart of the
 efficiency ratios), and `summary.csv` / `summary.md` with steps to the success threshold, area
 under the success curve, final success and return, attention-on-target at the start and end, the
-sample-efficiency ratio vs baseline, each with a 95% bootstrap interval over seeds, wall-clock
+gaze's tracking of the target at the end (slope, R^2, distance in cells; Gaussian-gaze runs whose
+on_target.csv has the columns), the sample-efficiency ratio vs baseline, each with a 95% bootstrap interval over seeds, wall-clock
 and env-steps/s.
 """
 
@@ -37,6 +38,7 @@ from gaze_rl.curves import (
     steps_to_reach,
 )
 from gaze_rl.errors import ConfigError
+from gaze_rl.segmentation.tracking import TRACK_COLUMNS
 
 CURVE_CSV_COLUMNS = ("method", "algo", "env", "seed", "step", "return", "success_once", "success_at_end", "wall_s")
 GRID_POINTS = 20
@@ -137,6 +139,28 @@ def _ratio(grid: np.ndarray, baseline: np.ndarray, method: np.ndarray) -> float 
     return efficiency_ratio(grid, np.nanmean(baseline, axis=0), np.nanmean(method, axis=0))
 
 
+def _nanmean(x: np.ndarray) -> float:
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def tracking_summary(on_target: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Gaze tracking at the end of training (the last measurement all runs have), mean over the
+    seeds that measured it (NaN ones left out) with its 95% bootstrap interval: `<column>_end`
+    and `<column>_end_ci` per tracking column. Empty when no run has the columns (runs without a
+    Gaussian gaze, on_target.csv files written before tracking existed)."""
+    tracked = [m for m in on_target if all(c in m for c in TRACK_COLUMNS)]
+    if not tracked:
+        return {}
+    n = min(len(m[TRACK_COLUMNS[0]]) for m in tracked)
+    out: dict[str, Any] = {}
+    for column in TRACK_COLUMNS:
+        end = [m[column][n - 1:n] for m in tracked]  # one (1,) array per seed
+        mean = _nanmean(np.concatenate(end))
+        out[f"{column}_end"] = round(mean, 3) if np.isfinite(mean) else None
+        out[f"{column}_end_ci"] = _ci(bootstrap_ci([end], _nanmean)) if np.isfinite(mean) else None
+    return out
+
+
 def summarise(cfg: BenchConfig, curves: dict[RunSpec, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
     """Per (env, algo, method): the summary metrics with 95% bootstrap intervals over seeds;
     writes summary.csv, summary.md and plots (curves with bands, attention-on-target, ratios)."""
@@ -186,6 +210,7 @@ def summarise(cfg: BenchConfig, curves: dict[RunSpec, dict[str, np.ndarray]]) ->
                 row["attention_on_target_end"] = round(float(aot[:, -1].mean()), 4)
                 row["attention_on_target_end_ci"] = _ci(bootstrap_ci([list(aot[:, -1:])], lambda x: float(x.mean())))
                 row["attention_on_target_chance"] = round(_chance(found), 4)
+                row.update(tracking_summary(found))
             rows.append(row)
         ratios: dict[str, tuple[float, tuple[float, float]]] = {}  # method -> (ratio, interval), for the chart
         if "baseline" in per_seed:

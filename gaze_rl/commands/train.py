@@ -49,7 +49,7 @@ from gaze_rl.runlog import (
     truncate_curve,
     write_json,
 )
-from gaze_rl.segmentation.on_target import collect_probe_set
+from gaze_rl.segmentation.on_target import collect_probe_set, has_gaze_params, policy_extractor
 
 DEFAULT_TOTAL_TIMESTEPS = 5_000
 
@@ -155,7 +155,12 @@ def ctrl_c_stops_at_rollout_start(checkpoint: AtomicCheckpoint) -> Iterator[None
 
 
 def on_target_probe(cfg: TrainConfig, spec: EnvSpec, model: BaseAlgorithm, run_dir: Path) -> AttentionOnTargetProbe | None:
-    """The attention-on-target callback, or None when it is off or the task has no default targets."""
+    """The attention-on-target callback, or None when it is off or the task has no default targets.
+
+    Attention-on-target keeps its probe frames (consecutive random-action frames of one seeded
+    env, as in earlier versions, so runs stay comparable with committed grids). A policy with a
+    Gaussian gaze also gets a tracking probe set of as many frames, each from its own episode
+    (new object placements), on which the gaze's tracking of the first task object is measured."""
     if cfg.on_target_every <= 0:
         return None
     if cfg.env_id not in TASK_TARGETS:
@@ -163,7 +168,11 @@ def on_target_probe(cfg: TrainConfig, spec: EnvSpec, model: BaseAlgorithm, run_d
         return None
     # a seed of its own: the probe frames never depend on the training envs' streams
     probe = collect_probe_set(model, spec, cfg.on_target_frames, seed=10_000_000 + cfg.seed)
-    return AttentionOnTargetProbe(probe, cfg.on_target_every, run_dir / "on_target.csv")
+    tracking = None
+    if has_gaze_params(policy_extractor(model)):
+        tracking = collect_probe_set(model, spec, cfg.on_target_frames, seed=20_000_000 + cfg.seed,
+                                     scenes=cfg.on_target_frames)
+    return AttentionOnTargetProbe(probe, cfg.on_target_every, run_dir / "on_target.csv", tracking=tracking)
 
 
 def learn(cfg: TrainConfig, run_dir: Path, env: VecEnv, model: BaseAlgorithm, spec: EnvSpec | None = None) -> Path:

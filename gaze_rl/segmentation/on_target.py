@@ -22,9 +22,10 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import Tensor
 
 from gaze_rl.errors import ConfigError
-from gaze_rl.nets.attention import GazeParams, NoAttention
+from gaze_rl.nets.attention import GaussianGaze, GazeParams, NoAttention, OracleGaze
 from gaze_rl.nets.extractor import GazeExtractor
 from gaze_rl.segmentation.targets import TaskTargets, coverage_grid
+from gaze_rl.segmentation.tracking import gaze_mean, policy_gaze_stats, tracking_stats
 
 ATTENTION_MODES = ("auto", "map", "features")
 _TINY = 1e-12
@@ -53,6 +54,12 @@ class PolicyAttention:
 def has_attention_map(extractor: object) -> bool:
     """True when the policy's extractor has a spatial attention map of its own (patch, gaze)."""
     return isinstance(extractor, GazeExtractor) and not isinstance(extractor.attention, NoAttention)
+
+
+def has_gaze_params(extractor: object) -> bool:
+    """True when the policy's attention is a Gaussian gaze with a mean mu (methods foveal, gaze,
+    gaze-shuffled, gaze-frozen; gaze-oracle, whose gaze the simulator places)."""
+    return isinstance(extractor, GazeExtractor) and isinstance(extractor.attention, (GaussianGaze, OracleGaze))
 
 
 def policy_attention(extractor: GazeExtractor, observations: dict[str, Tensor], mode: str, beta: float) -> PolicyAttention:
@@ -180,10 +187,16 @@ def segmented_eval_env(model: Any, spec: Any, actors: tuple[str, ...] | None = N
 @dataclass
 class ProbeSet:
     """A fixed set of observations (as the policy sees them) with their task-relevant masks, so
-    that attention-on-target measured during training compares the same frames over time."""
+    that attention-on-target measured during training compares the same frames over time.
+
+    `targets` (n, 2): the image position (x, y) of the first task object (e.g. the cube) in each
+    frame in grid units [-1, 1] (the centroid of its visible pixels, else its projected
+    position; NaN where neither exists), for the gaze-tracking statistics; None: not recorded.
+    """
 
     observations: dict[str, np.ndarray]  # (n, ...) each
     masks: np.ndarray  # (n, H, W) bool
+    targets: np.ndarray | None = None  # (n, 2) grid units
 
     @property
     def chance(self) -> float:
@@ -197,24 +210,87 @@ class ProbeSet:
         return {"attention_on_target": aot, "attention_on_target_chance": self.chance,
                 "attention_on_target_lift": aot / self.chance if self.chance > 0 else float("nan")}
 
+    @torch.no_grad()
+    def track(self, model: Any) -> dict[str, float]:
+        """Gaze tracking of `model`'s policy on the probe frames (gaze_rl.segmentation.tracking):
+        slope and R^2 of the mixture-weighted gaze mean on the first object's position per axis,
+        mean distance in cells (and that of the centred gaze), the gaze mean's spread over the
+        frames and the mean sigma. Empty when the policy has no Gaussian gaze or the probe set
+        holds no target positions."""
+        extractor = policy_extractor(model)
+        if self.targets is None or not has_gaze_params(extractor):
+            return {}
+        policy = model.policy
+        obs_tensor, _ = policy.obs_to_tensor(self.observations)
+        obs_tensor = preprocess_obs(obs_tensor, policy.observation_space, normalize_images=True)
+        out = extractor.attend(obs_tensor)
+        if out.params is None:
+            return {}
+        mu = gaze_mean(out.params.mu.cpu().numpy(), out.params.mix.cpu().numpy())
+        return {**tracking_stats(mu, self.targets, tuple(out.weights.shape[-2:])),
+                **policy_gaze_stats(mu, out.params.sigma.cpu().numpy())}
 
-def collect_probe_set(model: Any, spec: Any, frames: int, seed: int, actors: tuple[str, ...] | None = None) -> ProbeSet:
+
+# Random-action steps (drawn from 0 .. this - 1) after each reset before an episode's first probe frame.
+PROBE_WARMUP_STEPS = 8
+
+
+def first_target_position(targets: TaskTargets, frame: Any) -> tuple[float, float]:
+    """(x, y) in grid units [-1, 1] of the first task object of a SegmentationTap frame: the
+    centroid of its visible pixels, else its projected position; (NaN, NaN) when neither exists."""
+    camera = targets.camera or next(iter(frame.segmentation))
+    segmentation = frame.segmentation[camera]
+    height, width = segmentation.shape
+    name = targets.resolver.targets[0]
+    for found, x, y, _ in targets.resolver.centres(segmentation, frame.actor_positions, frame.intrinsic[camera],
+                                                  frame.extrinsic[camera]):
+        if found == name:
+            return 2.0 * x / width - 1.0, 2.0 * y / height - 1.0
+    return float("nan"), float("nan")
+
+
+def collect_probe_set(model: Any, spec: Any, frames: int, seed: int, actors: tuple[str, ...] | None = None,
+                      scenes: int | None = None) -> ProbeSet:
     """`frames` observations of the task of an EnvSpec under uniformly random actions, from a
-    seeded segmented env (gaze_rl.segmentation.envs), with their target masks."""
+    seeded segmented env (gaze_rl.segmentation.envs), with their target masks and the first
+    task object's position.
+
+    `scenes` None: consecutive frames of one env (an episode restarts at its time limit, so
+    PushCube's 50 steps hold one object placement for up to 50 frames; the frames of earlier
+    versions). `scenes` N: the frames are spread over N episodes (a reset, so new object
+    placements, then 0 .. PROBE_WARMUP_STEPS - 1 random-action steps before the episode's first
+    frame, then consecutive frames), which gaze tracking needs: the target must move across the
+    frames.
+    """
     if frames < 1:
         raise ConfigError(f"a probe set needs >= 1 frames (got {frames})")
+    if scenes is not None and scenes < 1:
+        raise ConfigError(f"a probe set needs >= 1 scenes (got {scenes})")
+    per_scene = frames if scenes is None else -(-frames // scenes)
     env, meter = segmented_eval_env(model, spec, actors, seed=seed)
     rng = np.random.default_rng(seed)
     observations: list[dict[str, np.ndarray]] = []
-    masks = []
+    masks, targets = [], []
     try:
-        obs = env.reset()
         space = env.action_space
-        for _ in range(frames):
-            observations.append({k: v[0].copy() for k, v in obs.items()})
-            masks.append(meter.targets.frame_mask(env.get_attr("frame")[0]))
+
+        def random_step() -> Any:
             action = rng.uniform(space.low, space.high).astype(space.dtype)
-            obs, _, _, _ = env.step(action[None])
+            return env.step(action[None])[0]
+
+        obs = env.reset()
+        for i in range(frames):
+            if scenes is not None and i % per_scene == 0:
+                if i:
+                    obs = env.reset()
+                for _ in range(int(rng.integers(0, PROBE_WARMUP_STEPS))):
+                    obs = random_step()
+            frame = env.get_attr("frame")[0]
+            observations.append({k: v[0].copy() for k, v in obs.items()})
+            masks.append(meter.targets.frame_mask(frame))
+            targets.append(first_target_position(meter.targets, frame))
+            obs = random_step()
     finally:
         env.close()
-    return ProbeSet({k: np.stack([o[k] for o in observations]) for k in observations[0]}, np.stack(masks))
+    return ProbeSet({k: np.stack([o[k] for o in observations]) for k in observations[0]}, np.stack(masks),
+                    np.asarray(targets, dtype=np.float64))
