@@ -108,7 +108,8 @@ def main() -> None:
         varied = {k: v for k, v in config.items() if k not in base}
         print(varied, {k: round(row[k], 3) for k in ("deciding_before", "deciding_after", "deciding_after_min",
                                                        "clock_after", "sigma_after", "valid_fraction")}, flush=True)
-    chance = 1.0 / 16
+    _, height, width = synthetic_states(0, num_episodes=1).features.shape[1:]
+    chance = 1.0 / (height * width)  # uniform mass per cell of the synthetic map
     table = [[", ".join(f"{k}={v}" for k, v in r["config"].items() if k not in base), r["deciding_before"],
               r["deciding_after"], r["deciding_after_min"], r["deciding_after_max"], r["clock_after"], r["sigma_after"],
               r["valid_fraction"], r["seconds"]] for r in rows]
@@ -116,6 +117,7 @@ def main() -> None:
                 f"(chance {chance:.4f})", ["config", "decide@0", "decide@N", "min", "max", "clock@N", "sigma", "valid", "s/run"], table)
     write_result(args.out, f"gaze_signal_{args.grid}", {"grid": args.grid, "base": base, "updates": args.updates,
                                                         "episodes": args.episodes,
+                                                        "states_per_episode": len(synthetic_states(0, num_episodes=1).to_go),
                                                         "seeds": args.seeds, "chance": chance}, rows)
 
 

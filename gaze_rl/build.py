@@ -125,6 +125,13 @@ def load_run_config(checkpoint: Path) -> dict[str, Any]:
     """The config.json of the run a checkpoint belongs to (<run>/checkpoints/<name>.zip)."""
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; pass a .zip from <run>/checkpoints/")
+    if checkpoint.name.endswith(".state.pt"):  # the training state beside step_N.zip: counters and RNGs, no policy
+        policy = checkpoint.with_name(checkpoint.name.removesuffix(".state.pt") + ".zip")
+        raise ConfigError(f"{checkpoint} is a training-state file (step counter, RNG states, curve rows), not a "
+                          f"policy; evaluate {policy} instead")
+    if checkpoint.suffix == ".pt":  # gaze-rl pretrain's plain weights
+        raise ConfigError(f"{checkpoint} holds plain pretrained weights; evaluate the .zip beside it "
+                          f"({checkpoint.with_suffix('.zip')}) or fine-tune them with gaze-rl train --init-from")
     config_path = checkpoint.resolve().parent.parent / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(

@@ -62,9 +62,11 @@ def test_ppo_gaze_pusht_trains_and_evaluates(tmp_path, capsys):
     result = json.loads((run / "eval/final__seed10000.json").read_text())
     assert result["episodes"] == 1 and result["per_episode"][0]["length"] == 100
     assert (run / "eval/final__seed10000.mp4").stat().st_size > 10_000
-    # Evaluating again with the same seed would overwrite: refused.
-    with pytest.raises(SystemExit):
+    # Evaluating again with the same seed would overwrite: refused, naming the fix.
+    with pytest.raises(SystemExit) as refused:
         main(["eval", "--checkpoint", str(run / "checkpoints/final.zip"), "--episodes", "1"])
+    assert refused.value.code not in (0, None)
+    assert "--overwrite" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -140,3 +142,15 @@ def test_eval_needs_a_run_directory(capsys, tmp_path):
     stray = tmp_path / "model.zip"
     stray.write_bytes(b"PK")
     assert "config.json" in error_of(capsys, ["eval", "--checkpoint", str(stray)])
+
+
+def test_eval_names_the_policy_file_for_a_training_state_file(tmp_path, capsys):
+    from gaze_rl.cli import main
+
+    state = tmp_path / "run" / "checkpoints" / "step_500.state.pt"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"not a policy")
+    with pytest.raises(SystemExit) as refused:
+        main(["eval", "--checkpoint", str(state)])
+    assert refused.value.code == 2
+    assert f"evaluate {state.with_name('step_500.zip')} instead" in capsys.readouterr().err

@@ -64,6 +64,19 @@ def processes(where: int, field: int) -> list[int]:
     return found
 
 
+def training_child(worker: int) -> int | None:
+    """The `gaze-rl train` process among a Ray worker's children, found by its command line: the
+    worker may have other children (Ray's own processes, whose cmdline is `ray::<task name>`)."""
+    for pid in processes(worker, 1):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if "gaze_rl.cli" in command and "train" in command:
+            return pid
+    return None
+
+
 def wait_for(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -130,9 +143,8 @@ def kill_one_worker(head: subprocess.Popen, worker_tmp: Path) -> tuple[list[str]
         if started and victim is None:
             victim, worker = started.group(1), int(started.group(2))
             # The worker's training process, under the worker's own temporary directory.
-            training = wait_for(lambda: processes(worker, 1), 120, f"{victim}'s training process")[0]
+            training = wait_for(lambda: training_child(worker), 120, f"{victim}'s training process")
             command = Path(f"/proc/{training}/cmdline").read_text().split("\0")
-            assert "gaze_rl.cli" in command and "train" in command
             assert Path(command[command.index("--run-dir") + 1]).is_relative_to(worker_tmp)
             time.sleep(3)  # mid-run
             os.kill(worker, signal.SIGKILL)
