@@ -12,6 +12,17 @@ def test_every_reference_run_has_a_committed_curve():
         assert (REFERENCE_DIR / f"{run.name}.csv").is_file(), "regenerate with: gaze-rl reference --regenerate"
 
 
+def test_each_method_leaves_the_other_methods_band():
+    """A build that trains gaze as the baseline (or the reverse) must fail the reference check."""
+    by_task: dict[str, dict[str, list[dict[str, str]]]] = {}
+    for run in REFERENCE_RUNS:
+        by_task.setdefault(run.env_id, {})[run.method] = read_reference(REFERENCE_DIR / f"{run.name}.csv")
+    for task, curves in by_task.items():
+        assert set(curves) == {"baseline", "gaze"}, task
+        assert compare(curves["gaze"], curves["baseline"]), f"{task}: gaze lies inside the baseline's band"
+        assert compare(curves["baseline"], curves["gaze"]), f"{task}: the baseline lies inside gaze's band"
+
+
 def test_compare_flags_a_hand_edited_point():
     reference = read_reference(REFERENCE_DIR / f"{REFERENCE_RUNS[0].name}.csv")
     assert compare(reference, reference) == []

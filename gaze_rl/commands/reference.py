@@ -41,10 +41,11 @@ class ReferenceRun:
         return f"{self.env_id}__{self.algo}__{self.method}__s{self.seed}"
 
 
-# Three PPO iterations each, so the later episodes come from updated policies.
+# Three PPO iterations each, so the later episodes come from updated policies. Each method's
+# curve must leave the other's band (tests/test_reference_curves.py), so that a regression that
+# turns gaze into baseline fails: PushT-v1's 600-step pair did not (its returns are the env's,
+# within 6% of each other at every episode) and was dropped.
 REFERENCE_RUNS = (
-    ReferenceRun("PushT-v1", "baseline", 600),
-    ReferenceRun("PushT-v1", "gaze", 600),
     ReferenceRun("PokeCube-v1", "baseline", 300),
     ReferenceRun("PokeCube-v1", "gaze", 300),
 )
