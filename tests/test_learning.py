@@ -13,6 +13,14 @@ trajectory depends on the CPU's floating point (on 2026-12-02's machine this see
 ended at 0.15 success, +0.96 return; on the earlier one at 0.37). A build whose PPO update is
 removed fails both (success 0.01). THRESHOLD sits ~3 binomial standard deviations above the
 untrained level (0.07-0.09 over the first 100 episodes).
+
+What the rule implies, from the committed distribution (results/grid/pushcube/curves, the 26
+PushCube runs of baseline, foveal, gaze, gaze-shuffled and the shift arms, cut to 10k steps):
+12 end below THRESHOLD, 2 rise less than RETURN_RISE (their success: 0.18, 0.19), none both, so
+the false-fail rate of a build that learns as these did is below 11% (95% bound from 0 of 26).
+False pass: an untrained policy (success 0.103 over the first 100 episodes of those runs) reaches
+THRESHOLD over 100 episodes with probability 4.9% (binomial); the return criterion adds what a
+non-learning run's drift gives (the one broken build measured: -0.22).
 """
 
 from __future__ import annotations
