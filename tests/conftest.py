@@ -18,3 +18,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def error_of(capsys, argv: list[str]) -> str:
+    """The stderr of `gaze-rl <argv>`, which must exit with a usage error (code 2), as one line of words.
+
+    tyro draws its own parse errors in a box: this compares the words, not the layout. A plain
+    function (`from conftest import error_of`: pytest puts tests/ on sys.path) so the call sites
+    read as before; gaze_rl.cli is imported on first use, not when pytest loads this file.
+    """
+    from gaze_rl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return " ".join(capsys.readouterr().err.replace("│", " ").split())

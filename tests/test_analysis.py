@@ -77,6 +77,33 @@ def test_hand_computed_control_and_ratio():
     assert conv1.attention_on_target == pytest.approx(0.5) and conv1.lift == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("cell", [0, 3])  # the action reads only the target's cell (TL) / only another cell (BR)
+def test_zeroing_the_cell_the_action_reads_beats_random_cells(cell):
+    """A policy whose action is 2 x one conv2 cell, and a target filling the top-left 2x2 block
+    (conv2's TL cell) in every frame. Zeroing the target (4 pixels at conv1, one cell at conv2)
+    wipes the read cell out exactly when it is TL; random regions of the same size do so only
+    part of the time (a quarter, in expectation), so the target's sensitivity is the whole
+    |action| and above the control, or exactly 0 when the action reads another cell."""
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0.5, 1.5, (16, 4, 4))  # positive: the ReLUs pass everything
+    mask = np.zeros((16, 4, 4), dtype=bool)
+    mask[:, :2, :2] = True
+    weights = [0.0] * 4
+    weights[cell] = 2.0
+    backbone, head = tiny_policy(weights)
+    act = lambda obs: head(backbone(obs["rgb"]).flatten(1))  # noqa: E731
+    conv1, conv2 = layer_analysis(backbone, act, {"rgb": torch.as_tensor(images, dtype=torch.float32)[:, None]}, mask)
+    read = 2.0 * images[:, 2 * (cell // 2):2 * (cell // 2) + 2, 2 * (cell % 2):2 * (cell % 2) + 2].mean(axis=(1, 2))
+    for layer, region in ((conv1, 4), (conv2, 1)):
+        assert layer.region_cells == region and layer.frames_with_target == 16
+        assert 0.0 < layer.sensitivity_control < read.mean()  # some random regions hit the read cell, not all
+        if cell == 0:
+            assert layer.sensitivity_target == pytest.approx(read.mean(), rel=1e-6)
+            assert layer.sensitivity_ratio > 2.0  # expected 4: a random region of this size hits a quarter of the cell
+        else:
+            assert layer.sensitivity_target == 0.0 and layer.sensitivity_ratio == 0.0
+
+
 def test_small_target_keeps_its_best_cell_and_empty_frames_are_left_out():
     mask = np.zeros((2, 4, 4), dtype=bool)
     mask[0, 3, 3] = True  # covers 1/4 of one conv2 cell: below the threshold, kept as best cell
@@ -141,10 +168,16 @@ def test_analyze_a_real_pruned_multi_level_checkpoint(tmp_path, capsys):
     assert result["label"] == "gaze K=4 multi-level" and result["prune_top_k"] == 4 and result["multi_level"]
     assert result["image_head_params"] == 4 * (32 + 64 + 64 + 2) * 256 + 256
     assert [layer["name"].split()[0] for layer in result["layers"]] == ["conv1", "conv2", "conv3"]
+    # Every layer and the policy's own attention are measured on the same 10 frames against the
+    # same target pixels (the Tee and its goal, in view in every PushT frame): one chance level,
+    # each lift is its attention-on-target over it, each ratio is target over control.
+    chance = result["layers"][0]["chance"]
+    assert 0.0 < chance < 0.5
     for layer in result["layers"]:
-        assert layer["frames"] == 10 and 0.0 <= layer["attention_on_target"] <= 1.0
-        assert layer["frames_with_target"] == 0 or layer["sensitivity_target"] >= 0.0
-    assert 0.0 <= result["policy_attention_on_target"] <= 1.0
+        assert layer["frames"] == layer["frames_with_target"] == 10 and layer["chance"] == chance
+        assert layer["lift"] == pytest.approx(layer["attention_on_target"] / chance, rel=1e-9)
+        assert layer["sensitivity_ratio"] == pytest.approx(layer["sensitivity_target"] / layer["sensitivity_control"])
+    assert result["policy_attention_lift"] == pytest.approx(result["policy_attention_on_target"] / chance, rel=1e-9)
     assert (run_dir / "analysis" / "final__seed10000.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "conv3 (3x3/1, 64)" in out and "sensitivity target" in out

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import error_of
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gaze_rl.cli import main
@@ -93,14 +94,6 @@ def test_ppo_pokecube_trains_and_evaluates(tmp_path, method):
     assert len(rows) >= 1 and all(int(r["episodic_length"]) <= 50 for r in rows)
     main(["eval", "--checkpoint", str(run / "checkpoints/final.zip"), "--episodes", "1"])
     assert json.loads((run / "eval/final__seed10000.json").read_text())["per_episode"][0]["length"] == 50
-
-
-def error_of(capsys, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    # tyro draws its own parse errors in a box: compare the words, not the layout.
-    return " ".join(capsys.readouterr().err.replace("│", " ").split())
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from gaze_rl import bench_runs
 from gaze_rl.bench_runs import BENCH_ARGS_FILE, RunSpec, grid_of, train_args, train_command
-from gaze_rl.commands.bench import bench
+from gaze_rl.checkpoints import latest_checkpoint
+from gaze_rl.commands.bench import bench, run_grid
 from gaze_rl.config import BenchConfig
 from gaze_rl.curves import band, bootstrap_ci, efficiency_ratio, normalised_auc, on_grid, steps_to_reach
 from gaze_rl.errors import ConfigError
@@ -134,12 +136,49 @@ def test_curves_from_must_be_a_folder(tmp_path):
         BenchConfig(curves_from=tmp_path / "missing")
 
 
-def test_train_command_uses_profile_and_resumes_only_unfinished(tmp_path):
+def test_train_command_uses_profile_and_resumes_only_unfinished(tmp_path, monkeypatch):
     cfg = BenchConfig(out=tmp_path, profile="cpu", total_timesteps=2048)
     command = train_command(RunSpec("PokeCube-v1", "sac", "gaze", 1), cfg, tmp_path / "r")
     joined = " ".join(command)
     assert "--total-timesteps 2048" in joined and "--num-envs 2" in joined and "--learning-starts 1000" in joined
     assert "--threshold" not in joined
+
+    # A grid a stopped bench left behind: seed 0 finished, seed 1 stopped at a checkpoint with this
+    # bench's arguments, seed 2 stopped with other arguments, seed 3 stopped before its first checkpoint.
+    grid = BenchConfig(out=tmp_path / "bench", envs=("PushCube-v1",), methods=("baseline",), seeds=(0, 1, 2, 3),
+                       profile="cpu", total_timesteps=2048)
+    spec = {seed: RunSpec("PushCube-v1", "ppo", "baseline", seed) for seed in range(4)}
+    run_dir = {seed: grid.out / "runs" / s.name for seed, s in spec.items()}
+    for seed in (0, 1, 2):
+        (run_dir[seed] / "checkpoints").mkdir(parents=True)
+        for name in ("step_500.zip", "step_500.state.pt", "step_1000.zip", "step_1000.state.pt"):
+            (run_dir[seed] / "checkpoints" / name).touch()
+    (run_dir[0] / "checkpoints" / "final.zip").touch()
+    (run_dir[3] / "checkpoints").mkdir(parents=True)
+    for seed in (0, 1, 3):
+        (run_dir[seed] / BENCH_ARGS_FILE).write_text(json.dumps(train_args(spec[seed], grid)))
+    other = BenchConfig(out=grid.out, profile="cpu", total_timesteps=2048, num_envs=1)
+    (run_dir[2] / BENCH_ARGS_FILE).write_text(json.dumps(train_args(spec[2], other)))
+    assert latest_checkpoint(run_dir[1])[0].name == "step_1000.zip"  # what a resume continues from
+
+    started: dict[int, tuple[list[str], bool]] = {}  # seed -> (command, whether bench_args.json gets written)
+
+    def fake_process(command, log, torch_threads, on_start=None):  # the real process would train
+        seed = next(s for s, d in run_dir.items() if str(d) in command)
+        started[seed] = (command, on_start is not None)
+        return 0
+
+    monkeypatch.setattr(bench_runs, "run_process", fake_process)
+    assert run_grid(grid) == list(spec.values())
+    assert sorted(started) == [1, 2, 3]  # the finished run is not trained again
+    resume, records = started[1]
+    assert resume[resume.index("--resume") + 1] == str(run_dir[1]) and "--run-dir" not in resume
+    assert resume[resume.index("--total-timesteps") + 1] == "2048" and not records  # its bench_args.json stays
+    for seed in (2, 3):  # a fresh start in the run's directory, with its arguments recorded for a later resume
+        command, records = started[seed]
+        assert "--resume" not in command and records, seed
+        assert command[command.index("--run-dir") + 1] == str(run_dir[seed]) and "--overwrite" in command
+        assert command[command.index("gaze_rl.cli") + 1:-2] == train_args(spec[seed], grid)
 
 
 def test_unfinished_run_resumes_only_with_the_same_arguments(tmp_path):

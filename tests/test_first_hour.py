@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
+from conftest import error_of
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -108,13 +109,6 @@ def test_damaged_checkpoint_is_the_projects_own_message(tmp_path):
     broken.write_bytes(b"this is not a zip file at all")
     with pytest.raises(ValueError, match="damaged.*not a complete zip file"):
         load_model(GazePPO, broken)
-
-
-def error_of(capsys, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    return " ".join(capsys.readouterr().err.replace("│", " ").split())
 
 
 @pytest.mark.parametrize("size, method, expected", [

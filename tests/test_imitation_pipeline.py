@@ -11,8 +11,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gaze_rl.cli import main
-from gaze_rl.imitation.demos import load_demos
 from gaze_rl.envs.task_objects import project_points
+from gaze_rl.imitation.demos import load_demos
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -88,7 +88,7 @@ def test_pretrain_eval_and_init_from(demos, tmp_path, capsys):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())["final_eval"]
     assert summary["episodes"] == 1 and summary["per_episode"][0]["length"] == 20
-    assert 0.0 <= summary["attention_on_target"] <= 1.0 and summary["attention_mode"] == "map"
+    assert summary["attention_mode"] == "map" and 0.0 < summary["attention_on_target_chance"] < 0.5  # the cube is in view
     events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
     events.Reload()
     for tag in ("losses/bc", "losses/gaze-kl", "attention/on_target_train", "eval/success_once",
@@ -104,7 +104,15 @@ def test_pretrain_eval_and_init_from(demos, tmp_path, capsys):
     main(["eval", "--checkpoint", str(run / "checkpoints/final.zip"), "--episodes", "2", "--out-dir", str(tmp_path / "e")])
     plain = json.loads((tmp_path / "e" / "final__seed10000.json").read_text())
     assert [e["return"] for e in plain["per_episode"]] == [e["return"] for e in result["per_episode"]]
-    assert 0.0 <= result["attention_on_target"] <= 1.0 and "attention_on_target" not in plain
+    assert "attention_on_target" not in plain and result["attention_on_target_chance"] > 0.0
+    # pretraining's final eval measured its one episode as gaze-rl eval measures the same episode:
+    # the same frames, target pixels and attention map give the same attention-on-target
+    main(["eval", "--checkpoint", str(run / "checkpoints/final.zip"), "--episodes", "1", "--attention-on-target",
+          "--out-dir", str(tmp_path / "one")])
+    one = json.loads((tmp_path / "one" / "final__seed10000.json").read_text())
+    assert one["per_episode"][0]["return"] == pytest.approx(summary["per_episode"][0]["return"])
+    for key in ("attention_on_target", "attention_on_target_chance", "attention_on_target_lift"):
+        assert one[key] == pytest.approx(summary[key], rel=1e-6), key
 
     capsys.readouterr()
     main(["train", "--init-from", str(run / "checkpoints/final.pt"), "--env-id", "PushCube-v1", "--method", "gaze",

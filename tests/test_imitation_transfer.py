@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import error_of
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from gaze_rl.cli import main
+from gaze_rl.build import build_model, check_init_from, train_architecture
 from gaze_rl.config import PretrainConfig, TrainConfig
 from gaze_rl.imitation import bc
-from gaze_rl.build import build_model, check_init_from, train_architecture
 from gaze_rl.imitation.checkpoint import read_pretrained, save_pretrained
 from gaze_rl.imitation.demos import Demo, DemoSet, load_demos, read_maniskill_trajectories, write_demos
 from gaze_rl.presets import load_preset
@@ -102,9 +102,12 @@ def test_init_from_names_every_architecture_difference(tmp_path):
         assert word in str(err.value)
     with pytest.raises(ValueError, match="algo"):
         check_init_from(path, TrainConfig(env_id="PushCube-v1", algo="sac", method="gaze"))
-    if "multi_level" in TrainConfig.__dataclass_fields__:  # extractor options change the layers
-        with pytest.raises(ValueError, match="extractor_options"):
-            check_init_from(path, TrainConfig(env_id="PushCube-v1", method="gaze", multi_level=True))
+    # extractor options change the layers: each one, alone, is a named mismatch
+    for option, value in (("multi_level", True), ("prune_top_k", 4)):
+        with pytest.raises(ValueError, match="extractor_options: pretrained ") as err:
+            check_init_from(path, TrainConfig(env_id="PushCube-v1", method="gaze", **{option: value}))
+        pretrained, this_run = str(err.value).split("extractor_options: pretrained ")[1].split(", this run ")[:2]
+        assert f"'{option}': {value!r}" in this_run and f"'{option}': {value!r}" not in pretrained, err.value
 
 
 def test_state_dict_mismatch_is_reported_by_key(tmp_path):
@@ -149,13 +152,6 @@ def test_demos_file_round_trip_and_tensors(tmp_path):
     assert float(data.coverage[0].sum()) < 0.5
     loss, mse = bc.bc_loss(model, data.observations(torch.arange(4)), data.actions[:4], "nll")
     assert torch.isfinite(loss.detach()) and float(mse.detach()) > 0
-
-
-def error_of(capsys, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    return " ".join(capsys.readouterr().err.replace("│", " ").split())
 
 
 @pytest.fixture
