@@ -1,22 +1,30 @@
 """GazePPO / GazeSAC as drop-ins for SB3's PPO / SAC on the image envs an SB3 user has:
 `CnnPolicy` on Box images (channel-first and channel-last, grayscale, non-square, frame
-stacks, floats) and `MultiInputPolicy` on a Dict whose image is not called "rgb"."""
+stacks, floats) and `MultiInputPolicy` on a Dict whose image is not called "rgb"; and with the
+settings SB3 users bring (learning-rate schedules, unshared extractors, long episodes, SAC's
+train_freq=1) (issue 27)."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium import spaces
+from image_envs import ImageEnv
 from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
 
 from gaze_rl import ContrastiveConfig, GazePPO, GazeSAC
 from gaze_rl.nets.extractor import GazeExtractor
-from image_envs import ImageEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
-SMALL = ContrastiveConfig(k=4, num_anchors=8, projection_dim=16, key_dim=32)
+# sac_update_interval=16: GazeSAC's contrastive update every 16 env steps (the default 128 is
+# more than these short runs have)
+SMALL = ContrastiveConfig(k=4, num_anchors=8, projection_dim=16, key_dim=32, sac_update_interval=16)
 ALGOS = {
     GazePPO: dict(n_steps=16, batch_size=16, n_epochs=1),
     GazeSAC: dict(learning_starts=16, batch_size=16, buffer_size=200, train_freq=4),
@@ -137,3 +145,182 @@ def test_export_for_plain_sb3(tmp_path, algo, plain):
                                rtol=1e-5, atol=1e-6)
     model.save(tmp_path / "full")  # the normal save still keeps the contrastive state
     assert algo.load(tmp_path / "full").contrastive.projection is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 27: SB3 users' own settings
+# --------------------------------------------------------------------------------------------
+
+
+class MeanReward(gym.Wrapper):
+    """SB3's FakeImageEnv (random frames) with reward = the new frame's mean / 255, so that
+    returns vary between states and episodes and the contrastive loss has triplets."""
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        return obs, float(obs.mean()) / 255.0, terminated, truncated, info
+
+
+def fake_env(size: int = 48, ep_length: int | tuple[int, ...] = 10, discrete: bool = True) -> DummyVecEnv:
+    """SB3's FakeImageEnv with MeanReward, one env per episode length."""
+    def make(length: int):
+        env = FakeImageEnv(screen_height=size, screen_width=size, n_channels=1, discrete=discrete)
+        env.ep_length = length
+        return MeanReward(env)
+
+    lengths = ep_length if isinstance(ep_length, tuple) else (ep_length,)
+    env = DummyVecEnv([lambda n=n: make(n) for n in lengths])
+    env.seed(0)
+    return env
+
+
+def gaze_params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model._gaze_extractor().attention.named_parameters()}
+
+
+def moved(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(before[k], v) for k, v in module.named_parameters())
+
+
+TINY = dict(net_arch=[32], features_extractor_kwargs=dict(image_features=32))
+WARM_UP = lambda p: 3e-4 * min(1.0, (1.0 - p) * 4)  # noqa: E731  # 0 at the start, 3e-4 after a quarter
+RISING = lambda p: 1e-5 + (1e-3 - 1e-5) * (1.0 - p)  # noqa: E731  # 1e-5 -> 1e-3
+
+
+@pytest.mark.parametrize("algo", ALGOS, ids=lambda a: a.__name__)
+@pytest.mark.parametrize("schedule, expected", [
+    (1e-3, {1.0: 1.0, 0.5: 1.0, 0.0: 1.0}),  # constant: the configured rate
+    (lambda p: 1e-3 * p, {1.0: 1.0, 0.25: 0.25, 0.0: 0.0}),  # linear decay: x progress
+    (WARM_UP, {1.0: 0.0, 0.875: 0.5, 0.75: 1.0, 0.1: 1.0}),  # warm-up: rises to the configured rate
+    (RISING, {1.0: 0.01, 0.5: 0.505, 0.0: 1.0}),  # rising: never above the configured rate
+    (0.0, {1.0: 0.0, 0.5: 0.0, 0.0: 0.0}),  # lr 0: frozen
+], ids=["constant", "linear", "warm-up", "rising", "zero"])
+def test_gaze_lr_is_the_schedule_relative_to_its_peak(algo, schedule, expected):
+    model = algo("CnnPolicy", fake_env(discrete=algo is GazePPO), learning_rate=schedule, contrastive=SMALL,
+                 **ALGOS[algo])
+    for progress, fraction in expected.items():
+        model._current_progress_remaining = progress
+        assert model._gaze_learning_rate() == pytest.approx(fraction * SMALL.learning_rate, rel=1e-6), progress
+
+
+def test_warm_up_schedule_trains_the_gaze_head():
+    # before issue 27 the gaze rate was contrastive lr * lr(p) / lr(1.0) = 0 for the whole run
+    model = GazePPO("CnnPolicy", fake_env(), learning_rate=WARM_UP, contrastive=SMALL, seed=0, **ALGOS[GazePPO])
+    before = gaze_params(model)
+    model.learn(64)
+    assert model.contrastive.num_updates > 0
+    assert moved(before, model._gaze_extractor().attention)
+    assert model._gaze_learning_rate() == pytest.approx(SMALL.learning_rate)  # past the warm-up
+
+
+def test_unshared_extractor_with_the_contrastive_loss():
+    # refused the same way by both algorithms: the second network's gaze head would never train
+    for algo, second in ((GazePPO, "value network's"), (GazeSAC, "critics'")):
+        with pytest.raises(ValueError, match=f"share_features_extractor=False.*{second} own gaze head would never"):
+            algo("CnnPolicy", fake_env(discrete=algo is GazePPO), contrastive=SMALL,
+                 policy_kwargs=dict(share_features_extractor=False), **ALGOS[algo])
+    # with rl_trains_gaze RL trains both heads (the loss the policy's too): accepted, and both move
+    config = ContrastiveConfig(**{**SMALL.to_dict(), "rl_trains_gaze": True})
+    model = GazePPO("CnnPolicy", fake_env(), contrastive=config, policy_kwargs=dict(share_features_extractor=False),
+                    seed=0, **ALGOS[GazePPO])
+    pi, vf = model.policy.pi_features_extractor, model.policy.vf_features_extractor
+    assert pi is not vf
+    before = {"pi": {k: v.detach().clone() for k, v in pi.attention.named_parameters()},
+              "vf": {k: v.detach().clone() for k, v in vf.attention.named_parameters()}}
+    model.learn(32)
+    assert moved(before["pi"], pi.attention) and moved(before["vf"], vf.attention)
+
+
+class PendingStates(BaseCallback):
+    """The most states GazeSAC held for unfinished episodes at any step, and the rewards."""
+
+    def _on_training_start(self) -> None:
+        self.most, self.rewards = 0, []
+
+    def _on_step(self) -> bool:
+        self.most = max(self.most, self.model._return_tracker.pending)
+        self.rewards.append(float(self.locals["rewards"][0]))
+        return True
+
+
+def test_sac_memory_bounded_on_an_endless_episode_and_the_gaze_is_fed():
+    # one episode longer than the run: before issue 27 every state was held until it ended
+    # (never) and the gaze got no state and no contrastive step
+    interval, steps = 32, 256
+    config = ContrastiveConfig(**{**SMALL.to_dict(), "sac_update_interval": interval, "label": "to-go",
+                                  "exclude_window": 0})  # one episode: its own states are all there is
+    model = GazeSAC("CnnPolicy", fake_env(32, ep_length=10**9, discrete=False), contrastive=config, buffer_size=64,
+                    learning_starts=16, batch_size=8, train_freq=8, policy_kwargs=TINY, seed=0)
+    pending, bootstraps = PendingStates(), []
+    state_values = model._state_values
+
+    def spy(obs):  # what the bootstrap should be: min of the twin critics at the actor's mean action
+        with torch.no_grad():
+            tensor, _ = model.policy.obs_to_tensor(obs)
+            q = torch.cat(model.critic(tensor, model.actor(tensor, deterministic=True)), dim=1)
+        bootstraps.append(q.min(dim=1).values.numpy())
+        return state_values(obs)
+
+    model._state_values = spy
+    before = gaze_params(model)
+    model.learn(steps, callback=pending)
+    assert pending.most <= interval
+    buffer = model.contrastive.buffer
+    assert len(buffer) == steps  # every state handed over, in order, as one episode
+    assert buffer.episodes.unique().tolist() == [0]
+    np.testing.assert_array_equal(buffer.steps.numpy(), np.arange(steps))
+    # each part's last return-to-go is completed with the critics' value of the next state
+    assert len(bootstraps) == steps // interval
+    last = np.arange(interval - 1, steps, interval)
+    np.testing.assert_allclose(buffer.returns.numpy()[last],
+                               np.array(pending.rewards)[last] + model.gamma * np.concatenate(bootstraps), rtol=1e-5)
+    # the contrastive update follows its interval (one per 32 env steps), not every train() call
+    assert model.contrastive.num_update_calls == steps // interval
+    assert model.contrastive.num_updates > 0 and moved(before, model._gaze_extractor().attention)
+
+
+def test_sac_bootstraps_only_episodes_longer_than_the_interval():
+    # env 0: 6-step episodes, labelled exactly when they end; env 1: endless, handed over every 16
+    config = ContrastiveConfig(**{**SMALL.to_dict(), "sac_update_interval": 16})
+    model = GazeSAC("CnnPolicy", fake_env(32, ep_length=(6, 10**9), discrete=False), contrastive=config,
+                    buffer_size=64, learning_starts=10**6, policy_kwargs=TINY, seed=0)  # collection only
+    pending = PendingStates()
+    model.learn(2 * 48, callback=pending)
+    assert pending.most <= 2 * 16
+    buffer = model.contrastive.buffer
+    steps, episodes = buffer.steps.numpy(), buffer.episodes.numpy()
+    endless = episodes == episodes[steps == 47][0]  # the only episode that reached step 47
+    np.testing.assert_array_equal(steps[endless], np.arange(48))  # three parts of 16
+    assert (~endless).sum() == 48 and set(np.bincount(episodes[~endless])[np.unique(episodes[~endless])]) == {6}
+    assert model._return_tracker.pending == 0
+
+
+@pytest.mark.parametrize("interval, update_every, expected", [(8, 1, 8), (32, 1, 2), (8, 3, 2)])
+def test_sac_contrastive_updates_follow_their_interval_in_env_steps(interval, update_every, expected):
+    # train_freq=1: SB3 SAC trains after every env step; before issue 27 so did the contrastive update
+    config = ContrastiveConfig(**{**SMALL.to_dict(), "sac_update_interval": interval, "update_every": update_every})
+    model = GazeSAC("CnnPolicy", fake_env(32, discrete=False), contrastive=config, buffer_size=100, learning_starts=4,
+                    batch_size=4, train_freq=1, policy_kwargs=TINY, seed=0)
+    model.learn(64)  # interval 8: an update after the steps 8, 16, ..., 64 (SAC trains from step 5 on)
+    assert model.contrastive.num_update_calls == expected
+
+
+def test_messages_name_the_problem():
+    class Vector(gym.Env):
+        observation_space = spaces.Box(-1, 1, (3,), np.float32)
+        action_space = spaces.Discrete(2)
+
+    class Flat(Vector):
+        observation_space = spaces.Box(0, 255, (32, 40), np.uint8)
+
+    class FloatChannelLast(Vector):
+        observation_space = spaces.Box(0, 1, (64, 64, 3), np.float32)
+
+    with pytest.raises(ValueError, match="has none") as err:
+        GazePPO("MlpPolicy", Vector())
+    assert "normalize_images" not in str(err.value)  # a vector is not a float image
+    with pytest.raises(ValueError, match=r"ReshapeObservation\(env, \(32, 40, 1\)\)"):
+        GazePPO("MlpPolicy", Flat())
+    with pytest.raises(ValueError, match=r"\(64, 64, 3\) looks channel-last") as err:
+        GazePPO("CnnPolicy", FloatChannelLast(), policy_kwargs=dict(normalize_images=False))
+    assert "too small" in str(err.value) and "transpose(2, 0, 1)" in str(err.value)

@@ -7,6 +7,8 @@ the feature buffer and the FAISS index are rebuilt, never pickled.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +65,62 @@ def default_policy_kwargs(policy_kwargs: dict[str, Any] | None, contrastive: dic
     return kwargs
 
 
+def check_shared_extractor(algo: str, networks: tuple[str, str], kwargs: dict[str, Any],
+                           contrastive: dict[str, Any] | None) -> None:
+    """Refuses share_features_extractor=False with the contrastive loss when RL gradients stop
+    at the gaze map: the loss trains the gaze head of the first network only, so the second
+    network's own gaze head would never move. With `rl_trains_gaze` RL trains both heads (the
+    loss the first one too), which works. `networks`: the two names as possessives ("actor's",
+    "critics'")."""
+    if contrastive is None or kwargs.get("share_features_extractor", True) or contrastive["rl_trains_gaze"]:
+        return
+    first, second = networks
+    raise ValueError(
+        f"{algo} with share_features_extractor=False and the contrastive loss: the loss trains the {first} gaze "
+        f"head only and RL gradients stop at the gaze map, so the {second} own gaze head would never be "
+        "trained. Drop share_features_extractor=False from policy_kwargs (one gaze head for both), pass "
+        "contrastive=ContrastiveConfig(rl_trains_gaze=True) (RL trains both gaze heads, the loss the "
+        f"{first} too), or contrastive=None (the foveal ablation)")
+
+
 def has_image(space: spaces.Space) -> bool:
     """Whether the space is, or a Dict space holds, an image as SB3 sees one (any 3-D Box
     counts: with normalize_images=False SB3 takes float images too)."""
     if isinstance(space, spaces.Dict):
         return any(has_image(s) for s in space.spaces.values())
     return is_image_space(space, normalized_image=True)
+
+
+def no_image_message(algo: str, space: spaces.Space) -> str:
+    """Why an observation space without an image is refused, and what to do instead."""
+    boxes = list(space.spaces.values()) if isinstance(space, spaces.Dict) else [space]
+    flat = [s for s in boxes if isinstance(s, spaces.Box) and len(s.shape) == 2]
+    hint = ""
+    if flat:
+        h, w = flat[0].shape
+        hint = (f"; a 2-D Box {flat[0].shape} becomes an image with a channel axis, e.g. "
+                f"gymnasium.wrappers.ReshapeObservation(env, ({h}, {w}, 1))")
+    return (f"{algo}'s gaze looks at images, but the observation space has none ({space}; an image is a Box of "
+            f"3 dimensions, (C, H, W) or (H, W, C), alone or in a Dict); use plain SB3 (PPO, SAC) for it{hint}")
+
+
+# Progress-remaining values at which the learning-rate schedule's peak is looked for (1 -> 0).
+SCHEDULE_GRID = np.linspace(1.0, 0.0, 201)
+
+
+def schedule_peak(schedule: Callable[[float], float]) -> float:
+    """The largest value an SB3 schedule takes over a run, estimated on SCHEDULE_GRID (201
+    progress values from 1 to 0, ends included); 0.0 when it is never positive. Values it
+    cannot give (an error, NaN) are left out."""
+    values = []
+    for progress in SCHEDULE_GRID:
+        try:
+            value = float(schedule(float(progress)))
+        except (ArithmeticError, ValueError):
+            continue
+        if math.isfinite(value):
+            values.append(value)
+    return max([0.0, *values])
 
 
 # The loss is on by default; the config is turned into a plain dict at once, so it is never shared.
@@ -81,7 +133,9 @@ class ContrastiveMixin:
     contrastive_kwargs: dict[str, Any] | None
     contrastive: ContrastiveLearner | None
     backbone: str
+    _gaze_lr_peak: float  # the learning-rate schedule's peak (schedule_peak), set with the learner
     default_backbone = "auto"  # the algorithm's backbone when `backbone` is not given
+    _network_names = ("policy's", "value network's")  # whose features extractor (in messages)
     _exporting = False  # save_sb3 in progress: leave out what plain SB3 cannot load
 
     def __init__(self, policy: str | type = "MultiInputPolicy", env: Any = None, *args: Any,
@@ -95,8 +149,14 @@ class ContrastiveMixin:
         raise NotImplementedError
 
     def _network_policy_kwargs(self) -> dict[str, Any]:
-        """The policy kwargs the networks are built with (see default_policy_kwargs)."""
-        return default_policy_kwargs(self.policy_kwargs, self.contrastive_kwargs, self.backbone)
+        """The policy kwargs the networks are built with (see default_policy_kwargs). Both
+        algorithms share one features extractor (one gaze head) between their networks by
+        default; an unshared one is refused with the contrastive loss unless RL also trains the
+        gaze (see check_shared_extractor)."""
+        kwargs = default_policy_kwargs(self.policy_kwargs, self.contrastive_kwargs, self.backbone)
+        kwargs.setdefault("share_features_extractor", True)
+        check_shared_extractor(type(self).__name__, self._network_names, kwargs, self.contrastive_kwargs)
+        return kwargs
 
     def _setup_model(self) -> None:
         # SB3 builds the policy from self.policy_kwargs; build it from the merged kwargs but keep
@@ -104,10 +164,7 @@ class ContrastiveMixin:
         user = self.policy_kwargs
         self.policy_kwargs = self._network_policy_kwargs()
         if self.policy_kwargs["features_extractor_class"] is GazeExtractor and not has_image(self.observation_space):
-            raise ValueError(
-                f"{type(self).__name__}'s gaze looks at images, but the observation space has none "
-                f"({self.observation_space}); use plain SB3 (PPO, SAC) for it, or pass "
-                "policy_kwargs=dict(normalize_images=False) if these are float images")
+            raise ValueError(no_image_message(type(self).__name__, self.observation_space))
         try:
             super()._setup_model()  # type: ignore[misc]
         finally:
@@ -146,6 +203,7 @@ class ContrastiveMixin:
         config = ContrastiveConfig(**self.contrastive_kwargs)
         seed = 0 if self.seed is None else self.seed
         self.contrastive = ContrastiveLearner(extractor, config, seed=seed)
+        self._gaze_lr_peak = schedule_peak(self.lr_schedule)  # the schedule is set by now
 
     @property
     def return_discount(self) -> float:
@@ -167,12 +225,18 @@ class ContrastiveMixin:
         return torch.cat(maps)
 
     def _gaze_learning_rate(self) -> float:
-        """The gaze optimizer follows SB3's learning-rate schedule: its rate is the configured
-        one times lr(progress) / lr(start), so a learning rate of 0 freezes the gaze head too."""
-        start = self.learning_rate(1.0) if callable(self.learning_rate) else float(self.learning_rate)
-        now = self.lr_schedule(self._current_progress_remaining)
+        """The gaze optimizer follows the shape of SB3's learning-rate schedule relative to its
+        peak: its rate is `contrastive.learning_rate * lr(progress) / max_p lr(p)` (the peak is
+        taken over the run, see schedule_peak), clipped to [0, contrastive.learning_rate]. A
+        constant schedule gives the configured rate, a linear decay the configured rate times
+        the progress remaining, a warm-up rises to the configured rate where the schedule peaks,
+        a rising schedule reaches it at the end; a learning rate of 0 everywhere freezes the gaze
+        head too."""
         assert self.contrastive is not None
-        return self.contrastive.config.learning_rate * (now / start if start else 0.0)
+        if self._gaze_lr_peak <= 0.0:
+            return 0.0
+        ratio = float(self.lr_schedule(self._current_progress_remaining)) / self._gaze_lr_peak
+        return self.contrastive.config.learning_rate * min(1.0, max(0.0, ratio))
 
     def _add_labelled(self, feature_maps: torch.Tensor, labels: StateLabels) -> None:
         """Feature maps and their labels (one row per state) into the contrastive buffer; the
@@ -187,11 +251,16 @@ class ContrastiveMixin:
             self.contrastive.buffer.set_episode_success(torch.as_tensor(ended), torch.as_tensor(flags))
 
     def _maybe_contrastive_update(self) -> None:
-        """Runs one contrastive update every `update_every` calls and logs its metrics."""
+        """Counts one training iteration (a PPO rollout) and runs the update that is due, if any."""
         if self.contrastive is None:
             return
         self._iterations_since_update += 1
-        if self._iterations_since_update < self.contrastive.config.update_every:
+        self._run_due_update()
+
+    def _run_due_update(self) -> None:
+        """Runs one contrastive update once `update_every` training iterations have been
+        counted since the last one, and logs its metrics."""
+        if self.contrastive is None or self._iterations_since_update < self.contrastive.config.update_every:
             return
         self._iterations_since_update = 0
         lr = self._gaze_learning_rate()
@@ -213,7 +282,7 @@ class ContrastiveMixin:
             self.policy_kwargs, self._exporting = user, False
 
     def _contrastive_excluded(self) -> list[str]:
-        return ["contrastive", "_exporting"]
+        return ["contrastive", "_exporting", "_gaze_lr_peak"]
 
     def _contrastive_state_dicts(self) -> list[str]:
         return ["contrastive.projection", "contrastive.optimizer"] if self.contrastive_kwargs and not self._exporting else []

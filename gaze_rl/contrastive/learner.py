@@ -59,7 +59,8 @@ class ContrastiveLearner:
         self._capacity = config.buffer_size
         self.knn = make_knn(config.knn_backend, self.device)
         self.generator = torch.Generator().manual_seed(seed)
-        self.num_updates = 0
+        self.num_updates = 0  # Adam steps taken
+        self.num_update_calls = 0  # update() calls (each up to steps_per_update Adam steps)
         self.skipped_nonfinite = 0
 
     def _make_projection(self, flat: int) -> nn.Module:
@@ -109,6 +110,7 @@ class ContrastiveLearner:
     def update(self) -> dict[str, float]:
         """`steps_per_update` contrastive steps; returns metrics named for the `gaze/` TensorBoard section."""
         cfg = self.config
+        self.num_update_calls += 1
         metrics = {"gaze/buffer_size": float(len(self.buffer)), "gaze/num_triplets": 0.0,
                    "gaze/valid_fraction": 0.0}
         if len(self.buffer) <= cfg.k:

@@ -27,10 +27,14 @@ Episode ends and rollout tails, for both algorithms: an episode that ended (term
 truncated by the time limit) is labelled with the rewards it collected, with no bootstrap:
 the label is what that episode returned. GazePPO's rollout tails (episodes still running
 when the rollout ends) are completed with the value network's V(s_T), the best estimate of
-what the episode will still collect; GazeSAC stores an episode only once it has ended, so
-it never bootstraps. The success label of a PPO tail is NaN when it enters the buffer and is
-filled, for every state of the episode still held, when the episode ends in a later rollout
-(FeatureBuffer.set_episode_success).
+what the episode will still collect. GazeSAC stores an episode when it ends, and once a
+running episode holds `sac_update_interval` states it hands them over unfinished
+(EpisodeReturnTracker.flush), completed with the critics' estimate (the smaller of
+the twin Q(s_T, mu(s_T)) at the actor's deterministic action), so that a long episode is
+neither held in memory without limit nor kept from the gaze; the episode's later states
+continue its id, step count and discounted reward. The success label of such a part (and of
+a PPO tail) is NaN when it enters the buffer and is filled, for every state of the episode
+still held, when the episode ends later (FeatureBuffer.set_episode_success).
 """
 
 from __future__ import annotations
@@ -152,34 +156,87 @@ class EpisodeBook:
                            episode.reshape(-1), step.reshape(-1), success.reshape(-1), ended)
 
 
-def episode_labels(rewards: np.ndarray, gamma: float, episode_id: int, success: float = float("nan")) -> StateLabels:
-    """Labels of one finished episode's (T,) rewards (and its success flag, NaN if unknown)."""
-    to_go = discounted_returns_to_go(rewards.astype(np.float32)[:, None], np.zeros((len(rewards), 1), bool), gamma)[:, 0]
+def episode_labels(rewards: np.ndarray, gamma: float, episode_id: int, success: float = float("nan"), *,
+                   first_step: int = 0, past: float = 0.0, bootstrap: float = 0.0, ended: bool = True) -> StateLabels:
+    """Labels of one episode's (T,) rewards (and its success flag, NaN if unknown).
+
+    By default the whole of a finished episode. For a part of it (GazeSAC's bounded memory):
+    `first_step` = the step index of its first state, `past` = sum_{i < first_step} gamma^i r_i
+    of the states handed over before it, `bootstrap` = the estimate of what follows its last
+    state (0 once the episode has ended), `ended` = whether the episode ended with it (if not,
+    success is NaN). A part that ends an episode started earlier reports the episode in
+    `ended`, so that its earlier states get the success flag too."""
+    rewards = np.asarray(rewards, dtype=np.float64)
     n = len(rewards)
-    return StateLabels(to_go, np.full(n, to_go[0], np.float32), np.full(n, episode_id, np.int64),
-                       np.arange(n, dtype=np.int64), np.full(n, success, np.float32))
+    to_go = discounted_returns_to_go(rewards.astype(np.float32)[:, None], np.zeros((n, 1), bool), gamma,
+                                     np.array([bootstrap], np.float32))[:, 0]
+    step = first_step + np.arange(n, dtype=np.int64)
+    # sum_{i<t} gamma^i r_i + gamma^t G_t is the same for every t of the part: one number, exactly
+    # G_0 for a whole episode (gamma^t underflows to 0 for huge t)
+    episode_return = past + float(gamma) ** first_step * float(to_go[0]) if n else 0.0
+    flag = success if ended else float("nan")
+    labels = StateLabels(to_go, np.full(n, episode_return, np.float32), np.full(n, episode_id, np.int64), step,
+                         np.full(n, flag, np.float32))
+    if ended and first_step > 0:
+        labels.ended = (np.array([episode_id], np.int64), np.array([flag], np.float32))
+    return labels
 
 
 class EpisodeReturnTracker:
     """Collects each env's observations and rewards until its episode ends, then hands back
-    the episode with its labels (the off-policy route: a replay buffer stores no returns)."""
+    the episode with its labels (the off-policy route: a replay buffer stores no returns).
+    `flush` hands back the states of the running episodes early, their return-to-go completed
+    with a bootstrap value; the episode then continues (same id, step count, discounted sum)."""
 
     def __init__(self, num_envs: int, gamma: float):
         self.gamma = gamma
         self._next_id = 0
         self._obs: list[list[Observation]] = [[] for _ in range(num_envs)]
         self._rewards: list[list[float]] = [[] for _ in range(num_envs)]
+        # per env: the running episode's id (-1: none handed over yet), states handed over, and
+        # their discounted reward sum_{i < first} gamma^i r_i
+        self._ids = np.full(num_envs, -1, np.int64)
+        self._first = np.zeros(num_envs, np.int64)
+        self._past = np.zeros(num_envs, np.float64)
 
     @property
     def pending(self) -> int:
-        """States of the unfinished episodes."""
+        """States of the unfinished episodes held in memory (not yet handed over)."""
         return sum(len(obs) for obs in self._obs)
 
     def reset(self) -> None:
         """Drops the unfinished episodes (the envs were reset under them)."""
-        for obs, rewards in zip(self._obs, self._rewards):
+        for i, (obs, rewards) in enumerate(zip(self._obs, self._rewards)):
             obs.clear()
             rewards.clear()
+            self._start_episode(i)
+
+    def _start_episode(self, i: int) -> None:
+        self._ids[i], self._first[i], self._past[i] = -1, 0, 0.0
+
+    def _episode_id(self, i: int) -> int:
+        if self._ids[i] < 0:  # ids in the order episodes are first handed over
+            self._ids[i] = self._next_id
+            self._next_id += 1
+        return int(self._ids[i])
+
+    def _hand_over(self, i: int, example: Observation, success: float, bootstrap: float,
+                   ended: bool) -> tuple[Observation, StateLabels]:
+        """Env i's held states with their labels; the env's record then starts empty."""
+        rewards = np.asarray(self._rewards[i])
+        labels = episode_labels(rewards, self.gamma, self._episode_id(i), success, first_step=int(self._first[i]),
+                                past=float(self._past[i]), bootstrap=bootstrap, ended=ended)
+        episode = self._obs[i]
+        stacked: Observation = ({k: np.stack([o[k] for o in episode]) for k in example} if isinstance(example, dict)
+                                else np.stack(episode))  # type: ignore[arg-type]  # arrays when obs is
+        if ended:
+            self._start_episode(i)
+        else:
+            weight = np.power(float(self.gamma), self._first[i] + np.arange(len(rewards), dtype=np.float64))
+            self._past[i] += float((weight * rewards).sum())
+            self._first[i] += len(rewards)
+        self._obs[i], self._rewards[i] = [], []
+        return stacked, labels
 
     def record(
         self, obs: Observation, rewards: np.ndarray, dones: np.ndarray,
@@ -188,7 +245,8 @@ class EpisodeReturnTracker:
         """Adds one vec-env step (obs = the observations the actions were taken from: an array,
         or a dict of arrays, with the envs first; infos = the step's infos, for the success label).
 
-        Returns the episodes that ended at this step, each as (stacked observations, labels).
+        Returns the episodes that ended at this step, each as (stacked observations, labels)
+        (only their states not yet handed over by `flush`).
         """
         finished = []
         for i, done in enumerate(dones):
@@ -196,14 +254,24 @@ class EpisodeReturnTracker:
             self._rewards[i].append(float(rewards[i]))
             if done:
                 success = episode_success(infos[i]) if infos is not None else float("nan")
-                labels = episode_labels(np.asarray(self._rewards[i]), self.gamma, self._next_id, success)
-                self._next_id += 1
-                episode = self._obs[i]
-                stacked: Observation = ({k: np.stack([o[k] for o in episode]) for k in obs} if isinstance(obs, dict)
-                                        else np.stack(episode))  # type: ignore[arg-type]  # arrays when obs is
-                finished.append((stacked, labels))
-                self._obs[i], self._rewards[i] = [], []
+                finished.append(self._hand_over(i, obs, success, 0.0, ended=True))
         return finished
+
+    def holding(self, at_least: int = 1) -> list[int]:
+        """The envs whose running episode has at least this many states held."""
+        return [i for i, held in enumerate(self._obs) if len(held) >= max(1, at_least)]
+
+    def flush(self, bootstrap: np.ndarray, envs: Sequence[int] | None = None) -> list[tuple[Observation, StateLabels]]:
+        """Hands back the held states of the running episodes of `envs` (None: every env holding
+        some), labelled with their return-to-go completed by `bootstrap` (N,): the value estimate
+        of each env's next state (the one after its last recorded step). The episodes go on;
+        their success flags stay NaN until they end."""
+        flushed = []
+        for i in self.holding() if envs is None else envs:
+            held = self._obs[i]
+            if held:
+                flushed.append(self._hand_over(i, held[0], float("nan"), float(bootstrap[i]), ended=False))
+        return flushed
 
 
 def buffer_labels(buffer: FeatureBuffer, label: str) -> Tensor:

@@ -101,6 +101,10 @@ def checked_map_shape(backbone: nn.Module, name: str, in_channels: int, height: 
     except RuntimeError:
         shape = None
     if shape is None or min(shape[1:]) < min_side:
+        layout = channel_last_hint(in_channels, height, width)
+        if layout:
+            raise ValueError(f"images of {height}x{width} with {in_channels} channels are too small for the {name!r} "
+                             f"backbone, and {layout}")
         other = [f"backbone {b!r} (>= {min_image_size(b, in_channels, min_side)} px)"
                  for b in BACKBONES if b != name]
         raise ValueError(
@@ -110,6 +114,18 @@ def checked_map_shape(backbone: nn.Module, name: str, in_channels: int, height: 
             f"{', '.join(other)}"
         )
     return shape
+
+
+def channel_last_hint(in_channels: int, height: int, width: int) -> str:
+    """What to do when an image read as channel-first (C, H, W) looks channel-last (its last axis
+    the smallest: (H, W, C) read as C=H channels of H x W=C pixels); "" when it does not."""
+    if not width < min(in_channels, height):
+        return ""
+    h, w, c = in_channels, height, width
+    return (f"its shape ({h}, {w}, {c}) looks channel-last (H, W, C): the gaze takes channel-first (C, H, W) images. "
+            "SB3 transposes uint8 images itself (VecTransposeImage) but not float ones: make float images "
+            "channel-first in the env, e.g. gymnasium.wrappers.TransformObservation(env, lambda o: o.transpose(2, 0, 1), "
+            f"gymnasium.spaces.Box(low, high, ({c}, {h}, {w}), dtype))")
 
 
 def fitting_backbone(in_channels: int, height: int, width: int, min_side: int = 1) -> str:

@@ -25,7 +25,7 @@ from gaze_rl.envs.task_objects import GAZE_TARGET_KEY
 from gaze_rl.methods import method_spec
 from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, NoAttention, OracleGaze, make_attention, reweight
 from gaze_rl.nets.augment import make_augment
-from gaze_rl.nets.encoders import checked_map_shape, fitting_backbone, make_backbone
+from gaze_rl.nets.encoders import channel_last_hint, checked_map_shape, fitting_backbone, make_backbone
 from gaze_rl.nets.levels import energy, fuse_levels, layer_outputs, layer_shapes, pool_to_grid
 from gaze_rl.nets.pruning import check_prune_source, check_top_k, prune_cells, pruned_features_dim
 
@@ -201,8 +201,13 @@ def find_image_key(observation_space: spaces.Space, image_key: str | None, norma
         if image_key is not None:
             raise ValueError(f"image_key={image_key!r} was given but the observation space is a Box, not a Dict")
         if not is_image_space(observation_space, normalized_image=normalized_image):
+            shape = observation_space.shape
+            if len(shape) != 3:
+                raise ValueError(f"GazeExtractor needs image observations (C, H, W) (got {observation_space}); vectors "
+                                 "need no gaze (SB3's MlpPolicy and its default extractor)")
+            layout = channel_last_hint(*shape)
             raise ValueError(f"GazeExtractor needs image observations (C, H, W) uint8 in [0, 255] (got "
-                             f"{observation_space}); vectors need no gaze (SB3's MlpPolicy and its default extractor).{float_hint}")
+                             f"{observation_space}).{float_hint}{'; and ' + layout if layout else ''}")
         return None
     if not isinstance(observation_space, spaces.Dict):
         raise ValueError(f"GazeExtractor needs a Box image or a Dict observation space (got {observation_space})")
