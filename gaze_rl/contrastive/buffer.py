@@ -162,9 +162,9 @@ class FeatureBuffer:
             raise ValueError(f"a buffer only grows: capacity {capacity} < current capacity {self._capacity}; "
                              "drop states by making a new buffer instead.")
         new = FeatureBuffer(capacity, self.feature_shape, self.key_dim, device=self.device, dtype=self.dtype)
-        order = self.chronological()
+        order, target = self.chronological(), new._columns()
         for name, column in self._columns().items():
-            new._columns()[name][: self._size] = column[order]
+            target[name][: self._size] = column[order]
         new._size, new._pos = self._size, self._size % capacity
         new._next_solo_episode = self._next_solo_episode
         return new

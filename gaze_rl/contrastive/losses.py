@@ -41,22 +41,21 @@ def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: flo
     :return: scalar loss. With no triplets (``T = 0``) it is a zero that is still
         connected to the inputs' graph, so ``backward()`` works and nothing is NaN.
     """
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}; pass a non-negative hinge margin.")
-    if not (anchor.shape == positive.shape == negative.shape) or anchor.dim() < 2:
-        raise ValueError(
-            f"anchor, positive and negative must share one shape (T, D, ...), got {tuple(anchor.shape)}, "
-            f"{tuple(positive.shape)} and {tuple(negative.shape)}; index the same features with the triplets."
-        )
+    _check_triplets(anchor, positive, negative, margin)
     if anchor.shape[0] == 0:
         # The mean of nothing is NaN; a graph-connected zero keeps the training step uniform.
         return (anchor.sum() + positive.sum() + negative.sum()) * 0.0
-    return triplet_hinge(anchor, positive, negative, margin).mean()
+    return _hinge(anchor, positive, negative, margin).mean()
 
 
 def triplet_hinge(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 0.2) -> Tensor:
     """Per-triplet ``max(0, d(a, p) - d(a, n) + margin)`` ``(T,)``, whose mean is :func:`triplet_loss`;
     the share of entries > 0 is the share of *active* triplets (those that still give a gradient)."""
+    _check_triplets(anchor, positive, negative, margin)
+    return _hinge(anchor, positive, negative, margin)
+
+
+def _check_triplets(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float) -> None:
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}; pass a non-negative hinge margin.")
     if not (anchor.shape == positive.shape == negative.shape) or anchor.dim() < 2:
@@ -64,6 +63,9 @@ def triplet_hinge(anchor: Tensor, positive: Tensor, negative: Tensor, margin: fl
             f"anchor, positive and negative must share one shape (T, D, ...), got {tuple(anchor.shape)}, "
             f"{tuple(positive.shape)} and {tuple(negative.shape)}; index the same features with the triplets."
         )
+
+
+def _hinge(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float) -> Tensor:
     a, p, n = anchor.flatten(1), positive.flatten(1), negative.flatten(1)
     return F.relu(cosine_distance(a, p) - cosine_distance(a, n) + margin)
 

@@ -91,7 +91,8 @@ def visual_radius(actor: Any) -> float:
     return radius
 
 
-def _numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
+    """A ManiSkill value (torch tensor or array-like) as a numpy array."""
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
@@ -135,12 +136,12 @@ class GazeTargetObservation(gym.ObservationWrapper):
         base = self.env.unwrapped
         camera = next(iter(base.scene.sensors.values()))
         params = camera.get_params()
-        intrinsic = _numpy(params["intrinsic_cv"])[0]
-        extrinsic = _numpy(params["extrinsic_cv"])[0]
+        intrinsic = to_numpy(params["intrinsic_cv"])[0]
+        extrinsic = to_numpy(params["extrinsic_cv"])[0]
         width, height = camera.config.width, camera.config.height
         out = np.zeros((len(self.targets), GAZE_TARGET_FIELDS), dtype=np.float32)
         for i, name in enumerate(self.targets):
-            centre = _numpy(base.scene.actors[name].pose.p)[0]
+            centre = to_numpy(base.scene.actors[name].pose.p)[0]
             x, y = project_points(centre, intrinsic, extrinsic)
             depth = float((extrinsic @ np.append(centre, 1.0))[2])
             if not (np.isfinite(x) and np.isfinite(y)) or depth <= 0:

@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from gaze_rl.envs.single import make_maniskill_env, wrap_for_sb3
+from gaze_rl.envs.task_objects import to_numpy
 
 
 @dataclass
@@ -38,10 +39,6 @@ class Frame:
     actor_positions: dict[str, np.ndarray]
 
 
-def _numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-
-
 class SegmentationTap(gym.ObservationWrapper):
     """Keeps the segmentation, camera matrices and actor positions of each raw ManiSkill
     observation in `self.frame` and passes the observation on unchanged."""
@@ -58,10 +55,10 @@ class SegmentationTap(gym.ObservationWrapper):
                              "obs_mode='rgb+segmentation'")
         scene = self.env.unwrapped.scene
         self.frame = Frame(
-            segmentation={name: _numpy(data["segmentation"])[0, ..., 0].copy() for name, data in sensors.items()},
-            intrinsic={name: _numpy(p["intrinsic_cv"])[0].copy() for name, p in params.items()},
-            extrinsic={name: _numpy(p["extrinsic_cv"])[0].copy() for name, p in params.items()},
-            actor_positions={name: _numpy(actor.pose.p)[0].copy() for name, actor in scene.actors.items()},
+            segmentation={name: to_numpy(data["segmentation"])[0, ..., 0].copy() for name, data in sensors.items()},
+            intrinsic={name: to_numpy(p["intrinsic_cv"])[0].copy() for name, p in params.items()},
+            extrinsic={name: to_numpy(p["extrinsic_cv"])[0].copy() for name, p in params.items()},
+            actor_positions={name: to_numpy(actor.pose.p)[0].copy() for name, actor in scene.actors.items()},
         )
         return observation
 
