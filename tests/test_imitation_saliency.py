@@ -11,10 +11,8 @@ import pytest
 from gaze_rl.imitation.saliency import (
     HeatmapSaliency, OracleSaliency, gaussian_blobs, grid_distribution, minmax, temporal_aggregate,
 )
-from gaze_rl.envs.task_objects import project_points
-from gaze_rl.segmentation.targets import (
-    TASK_TARGETS, coverage_grid, pool_to_grid, task_targets,
-)
+from gaze_rl.envs.task_objects import TASK_TARGETS, project_points, task_targets
+from gaze_rl.segmentation.targets import coverage_grid, pool_to_grid
 
 K = np.array([[32.0, 0, 32], [0, 32, 32], [0, 0, 1]])  # 64x64 camera, principal point at the centre
 E = np.hstack([np.eye(3), np.zeros((3, 1))])           # camera at the world origin, looking along +z

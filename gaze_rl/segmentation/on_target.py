@@ -161,8 +161,8 @@ def segmented_eval_env(model: Any, spec: Any, actors: tuple[str, ...] | None = N
     same observations as make_vec_env) with segmentation on the side, and a meter for `model`."""
     from stable_baselines3.common.vec_env import DummyVecEnv, VecTransposeImage
 
+    from gaze_rl.envs.task_objects import task_targets
     from gaze_rl.segmentation.envs import make_segmented_env, segmentation_names
-    from gaze_rl.segmentation.targets import task_targets
 
     task_targets(spec.env_id, actors)  # raises before any env starts when the task has no defaults
     resolve_metric_mode(policy_extractor(model), mode)
