@@ -12,9 +12,9 @@ setup:
 train: setup
 	$(VENV)/bin/gaze-rl train --env-id PushCube-v1 --control-mode pd_ee_delta_pos --algo ppo --method gaze --total-timesteps 10000 $(TRAIN_ARGS)
 
-# Lint and type-check the package (seconds; settings in pyproject.toml).
+# Lint the package, tests, benchmarks and results scripts, and type-check the package (seconds; settings in pyproject.toml).
 lint: setup
-	$(VENV)/bin/ruff check gaze_rl && $(VENV)/bin/mypy gaze_rl
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy gaze_rl
 
 # The whole test-suite, slow tests (real ManiSkill3 rendering and training) included; lists the 15 slowest.
 test: lint

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
-from _common import print_table, write_result
 from gaze_rl.contrastive.buffer import FeatureBuffer
 from gaze_rl.nets.encoders import feature_map_shape, make_backbone
+
+from _common import print_table, write_result
 
 CASES = (("nature", 64), ("nature", 128), ("plain", 64), ("plain", 128))
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}

@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
+
+from gaze_rl import EnvSpec, make_vec_env
 
 from _common import median, print_table, write_result
-from gaze_rl import EnvSpec, make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

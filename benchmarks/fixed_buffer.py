@@ -40,12 +40,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import print_table, write_result
 from gymnasium import spaces
 
 from gaze_rl.contrastive.learner import ContrastiveConfig, ContrastiveLearner
 from gaze_rl.contrastive.synthetic import cell_mass, synthetic_states
 from gaze_rl.nets.extractor import GazeExtractor
+
+from _common import print_table, write_result
 
 ARMS = {"projection-only": "trained", "trained": "trained", "frozen": "frozen", "none": "none"}
 SPACE = spaces.Dict(rgb=spaces.Box(0, 255, (3, 64, 64), np.uint8))  # NatureCNN at 64 px: a 64x4x4 map

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from _common import print_table, write_result
 from gaze_rl.contrastive.learner import ContrastiveConfig, ContrastiveLearner
 from gaze_rl.contrastive.synthetic import cell_mass, synthetic_states
 from gaze_rl.nets.extractor import GazeExtractor
+
+from _common import print_table, write_result
 
 
 def run_one(config: dict[str, Any], seed: int, updates: int, episodes: int = 128) -> dict[str, float]:
@@ -94,7 +95,8 @@ def main() -> None:
     for item in filter(None, args.base.split(",")):
         key, value = item.split("=")
         field = ContrastiveConfig.__dataclass_fields__[key]
-        base[key] = value if "str" in str(field.type) or "Literal" in str(field.type) else type(getattr(ContrastiveConfig(), key))(value)
+        textual = "str" in str(field.type) or "Literal" in str(field.type)
+        base[key] = value if textual else type(getattr(ContrastiveConfig(), key))(value)
     rows = []
     for config in grid(args.grid, base):
         runs = [run_one(config, seed, args.updates, args.episodes) for seed in args.seeds]
@@ -114,7 +116,8 @@ def main() -> None:
               r["deciding_after"], r["deciding_after_min"], r["deciding_after_max"], r["clock_after"], r["sigma_after"],
               r["valid_fraction"], r["seconds"]] for r in rows]
     print_table(f"{args.grid}: mass share after {args.updates} updates, mean over seeds {args.seeds} "
-                f"(chance {chance:.4f})", ["config", "decide@0", "decide@N", "min", "max", "clock@N", "sigma", "valid", "s/run"], table)
+                f"(chance {chance:.4f})",
+                ["config", "decide@0", "decide@N", "min", "max", "clock@N", "sigma", "valid", "s/run"], table)
     write_result(args.out, f"gaze_signal_{args.grid}", {"grid": args.grid, "base": base, "updates": args.updates,
                                                         "episodes": args.episodes,
                                                         "states_per_episode": len(synthetic_states(0, num_episodes=1).to_go),

@@ -33,13 +33,14 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from _common import median, print_table, write_result
 from gaze_rl.envs.single import make_single_env
 from gaze_rl.nets.attention import GazeParams, OracleGaze, gaze_map
 from gaze_rl.nets.encoders import feature_map_shape, make_backbone
 from gaze_rl.nets.extractor import GazeExtractor
 from gaze_rl.segmentation.envs import make_segmented_env, segmentation_names
 from gaze_rl.segmentation.targets import coverage_grid
+
+from _common import median, print_table, write_result
 
 CONFIGS = (("nature", 64), ("nature", 96), ("nature", 128), ("drq", 64))
 LATTICE = np.linspace(-1.0, 1.0, 33)

@@ -33,12 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import print_table, write_result
 from scipy.stats import spearmanr
 
 from gaze_rl.contrastive.buffer import FeatureBuffer
 from gaze_rl.contrastive.labels import RETURN_LABELS
 from gaze_rl.contrastive.returns import episode_labels, episode_success
+
+from _common import print_table, write_result
 
 ENV_ID = "PushCube-v1"
 

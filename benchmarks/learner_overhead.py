@@ -46,10 +46,11 @@ from gymnasium import spaces
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from _common import median, print_table, sync, time_call, write_result
 import gaze_rl.algos.ppo as ppo_module
 from gaze_rl import ContrastiveConfig, GazePPO, gaze_policy_kwargs
 from gaze_rl.presets import Preset, load_preset, sb3_algo_kwargs
+
+from _common import median, print_table, sync, time_call, write_result
 
 METHODS = ("baseline", "foveal", "gaze")
 
@@ -214,7 +215,7 @@ def time_data_path(model: GazePPO, r: Rollout) -> float:
 
     def passes() -> None:
         for _ in range(model.n_epochs):
-            for batch in buf.get(model.batch_size):
+            for _batch in buf.get(model.batch_size):
                 pass
 
     return time_call(passes, model.device)[0]
@@ -258,7 +259,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
 
-    s = Settings(state_dim=a.state_dim, repeats=a.repeats, warmup=a.warmup, keep_target_kl=a.keep_target_kl, device=a.device, seed=a.seed)
+    s = Settings(state_dim=a.state_dim, repeats=a.repeats, warmup=a.warmup, keep_target_kl=a.keep_target_kl,
+                 device=a.device, seed=a.seed)
     if a.small:
         s.image_size, s.num_envs, s.n_steps, s.buffer_size = 64, 2, 100, 20_000
     for name in ("image_size", "num_envs", "n_steps", "buffer_size"):

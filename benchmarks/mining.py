@@ -26,17 +26,20 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from _common import median, print_table, sync, time_call, write_result
 from gaze_rl.contrastive.learner import ContrastiveConfig, ContrastiveLearner
 from gaze_rl.contrastive.mining import FaissKNN, TorchKNN
 from gaze_rl.nets.extractor import GazeExtractor
+
+from _common import median, print_table, sync, time_call, write_result
 
 
 def unit_keys(n: int, d: int, gen: torch.Generator) -> torch.Tensor:
@@ -47,6 +50,17 @@ def repeat_timing(fn: Callable[[], Any], repeats: int, warmup: int, device: str)
     for _ in range(warmup):
         time_call(fn, device)
     return [time_call(fn, device)[0] for _ in range(repeats)]
+
+
+def build_and_search(knn: Any, keys: torch.Tensor, queries: torch.Tensor, k: int) -> Any:
+    """One update's k-NN work: index the keys, then search them."""
+    knn.build(keys)
+    return knn.search(queries, k)
+
+
+def cdist_top_k(keys: torch.Tensor, idx: torch.Tensor, k: int) -> Any:
+    """The reference search: the k nearest keys of keys[idx] by L2 distance (torch.cdist + topk)."""
+    return torch.cdist(keys[idx], keys).topk(k, largest=False)
 
 
 def knn_benchmark(n: int, d: int, k: int, queries: list[int], repeats: int, reference: bool) -> dict[str, Any]:
@@ -62,9 +76,9 @@ def knn_benchmark(n: int, d: int, k: int, queries: list[int], repeats: int, refe
         for name, (knn, device) in searchers.items():
             keys = keys_cpu.to(device)
             qs = keys[idx.to(device)]
-            total = repeat_timing(lambda: (knn.build(keys), knn.search(qs, k)), repeats, 1, device)
-            build = repeat_timing(lambda: knn.build(keys), repeats, 0, device)
-            search = repeat_timing(lambda: knn.search(qs, k), repeats, 0, device)
+            total = repeat_timing(partial(build_and_search, knn, keys, qs, k), repeats, 1, device)
+            build = repeat_timing(partial(knn.build, keys), repeats, 0, device)
+            search = repeat_timing(partial(knn.search, qs, k), repeats, 0, device)
             row[name] = {"build_plus_search_ms": 1000 * median(total), "build_ms": 1000 * median(build),
                          "search_ms": 1000 * median(search), "raw_build_plus_search_s": total}
         if reference:
@@ -74,8 +88,8 @@ def knn_benchmark(n: int, d: int, k: int, queries: list[int], repeats: int, refe
             xq = x[idx.numpy()]
             flat = faiss.IndexFlatL2(d)
             flat.add(x)
-            ref = repeat_timing(lambda: flat.search(xq, k), repeats, 1, "cpu")
-            cd = repeat_timing(lambda: torch.cdist(keys_cpu[idx], keys_cpu).topk(k, largest=False), repeats, 1, "cpu")
+            ref = repeat_timing(partial(flat.search, xq, k), repeats, 1, "cpu")
+            cd = repeat_timing(partial(cdist_top_k, keys_cpu, idx, k), repeats, 1, "cpu")
             row["ref faiss IndexFlatL2 search"] = {"search_ms": 1000 * median(ref), "raw_s": ref}
             row["ref torch cdist+topk"] = {"search_ms": 1000 * median(cd), "raw_s": cd}
         # Side by side in this process: ratio of the medians of build+search.
@@ -167,7 +181,8 @@ def main() -> None:
     if not a.no_update:
         update = update_benchmark(a.n, a.image_size, a.update_repeats)
         shape = next(iter(update.values()))["feature_map_shape"]
-        print_table(f"ContrastiveLearner.update(), buffer {a.n} x {shape} fp16 (median)", ["backend@device", "update ms", "mining ms", "triplets"],
+        print_table(f"ContrastiveLearner.update(), buffer {a.n} x {shape} fp16 (median)",
+                    ["backend@device", "update ms", "mining ms", "triplets"],
                     [[k, v["update_ms"], v["mining_ms"], v["num_triplets"]] for k, v in update.items()])
 
     write_result(a.out, "mining", vars(a) | {"out": str(a.out)}, {"knn": knn, "update": update})

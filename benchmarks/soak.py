@@ -45,9 +45,9 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=5.0, help="seconds between memory samples")
     args = parser.parse_args()
 
+    from gaze_rl.commands.train import train
     from gaze_rl.config import TrainConfig
     from gaze_rl.curves import read_curve
-    from gaze_rl.commands.train import train
 
     samples: list[tuple[float, int]] = []
     done = threading.Event()

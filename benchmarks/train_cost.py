@@ -25,9 +25,10 @@ from typing import Any
 
 import psutil
 
-from _common import median, print_table, write_result
 from gaze_rl.bench_runs import RunSpec, cli_command, train_args
 from gaze_rl.config import BenchConfig
+
+from _common import median, print_table, write_result
 
 
 def tree_cpu_seconds(command: list[str], log: Path) -> tuple[float, float]:

@@ -9,7 +9,7 @@ segmentation (gaze_rl.segmentation.targets: `PushT-v1`: Tee, goal_Tee; `PokeCube
 goal_region):
 
 (i) attention-on-target: the layer's activation energy `sum_c |a_c|`, normalised to sum 1
-    over its cells and spread over the image (each cell uniformly over the pixels it covers, the
+    over its cells (`energy_share`) and spread over the image (each cell uniformly over the pixels it covers, the
     project's grid convention), put on target pixels:
     `aot = sum_cells p_cell * coverage_cell` (gaze_rl.segmentation.on_target.attention_on_target).
     `chance` is the targets' share of the image (what uniform energy scores); lift = aot / chance.
@@ -77,9 +77,10 @@ def layer_names(backbone: nn.Sequential) -> list[str]:
     return names
 
 
-def energy_distribution(activations: Tensor) -> Tensor:
-    """Activation energy normalised to sum 1 over cells, (B, C, h, w) -> (B, h, w); a frame
-    with no energy at all gets the uniform distribution."""
+def energy_share(activations: Tensor) -> Tensor:
+    """Each cell's share of a layer's activation energy (linear, no temperature), (B, C, h, w) ->
+    (B, h, w), summing to 1; a frame with no energy at all gets the uniform distribution. Not
+    gaze_rl.segmentation.on_target.energy_softmax, the baseline policy's attention."""
     e = energy(activations).flatten(1).double()
     total = e.sum(dim=1, keepdim=True)
     uniform = torch.full_like(e, 1.0 / e.shape[1])
@@ -184,7 +185,7 @@ def layer_analysis(backbone: nn.Sequential, act: Callable[[Observations], Tensor
         for j, (module, activations) in enumerate(zip(modules, acts)):
             assert activations is not None  # every hooked layer ran in act()
             _, h, w = activations.shape[1:]
-            aot[j][start:stop] = attention_on_target(energy_distribution(activations), coverage_grid(masks[start:stop], h, w))
+            aot[j][start:stop] = attention_on_target(energy_share(activations), coverage_grid(masks[start:stop], h, w))
             cells = target_cells(masks[start:stop], h, w, cover_threshold)
             region[j][start:stop] = cells.reshape(stop - start, -1).sum(axis=1)
             target[j][start:stop] = action_change(act, chunk, reference, module, cells)

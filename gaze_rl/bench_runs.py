@@ -5,10 +5,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -29,9 +27,17 @@ from gaze_rl.errors import ConfigError
 from gaze_rl.methods import parse_arm
 from gaze_rl.presets import read_experiments_toml
 
-# Resolved before any fork: the child of a multithreaded process (a Ray worker) must not load libraries.
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
-_PR_SET_PDEATHSIG = 1
+# The first thing a training process runs (argv: the pid of the process that starts it, then the command):
+# it asks Linux to SIGKILL it when the thread that started it ends (PR_SET_PDEATHSIG = 1; it survives
+# the exec), exits if its parent is already gone, then becomes the command. In the child, not in a
+# preexec_fn: the bench starts processes from threads, where CPython documents preexec_fn as unsafe.
+_DIE_WITH_PARENT = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,8 @@ def run_settings(spec: RunSpec, cfg: BenchConfig) -> dict[str, Any]:
         settings["num_envs"] = cfg.num_envs
     if cfg.variant != "none":
         settings["variant"] = cfg.variant
+    if cfg.distract_strength is not None:
+        settings["distract_strength"] = cfg.distract_strength
     return settings
 
 
@@ -129,21 +137,22 @@ def is_finished(run_dir: Path) -> bool:
     return (run_dir / "checkpoints" / "final.zip").is_file()
 
 
-def _die_with_parent() -> None:
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def dying_with_parent(command: list[str]) -> list[str]:
+    """`command` started so that it dies with the thread that starts it (Linux; elsewhere unchanged)."""
+    if sys.platform != "linux":
+        return command
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
 def run_process(command: list[str], log: Path, torch_threads: int,
                 on_start: Callable[[subprocess.Popen], None] | None = None) -> int:
     """Runs one training process with its output in `log` (appended: a resumed run keeps its
     history); returns its exit code (< 0: killed by that signal). `on_start(process)` runs while
-    it trains. The process dies with its parent, so a killed Ray worker leaves no orphan training
-    behind on its node."""
+    it trains. The process dies with its parent (on Linux), so a killed Ray worker leaves no orphan
+    training behind on its node."""
     env = {**os.environ, "OMP_NUM_THREADS": str(torch_threads)}  # torch's thread count
     with log.open("a") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   preexec_fn=_die_with_parent)
+        process = subprocess.Popen(dying_with_parent(command), stdout=out, stderr=subprocess.STDOUT, env=env)
         if on_start is not None:
             on_start(process)
         return process.wait()

@@ -32,6 +32,7 @@ from gaze_rl.nets.encoders import checked_map_shape, make_backbone
 from gaze_rl.nets.extractor import gaze_policy_kwargs
 from gaze_rl.nets.pruning import check_top_k
 from gaze_rl.presets import Preset, load_preset, sb3_algo_kwargs
+from gaze_rl.runtime import last_malloc_tuning
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": GazePPO, "sac": GazeSAC}
 # TrainConfig fields that change the extractor's layers (DeepVision-VLA options).
@@ -56,11 +57,15 @@ def use_torch_threads(threads: int | None) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    """What a run's config.json records about the machine it ran on."""
+    """What a run's config.json records about the machine it ran on (and the allocator setting
+    gaze_rl.runtime.tune_malloc applied to this process, if it ran)."""
     info: dict[str, Any] = {"python": sys.version.split()[0], "torch": torch.__version__,
                             "platform": platform.platform(), "cpus": os.cpu_count()}
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
+    tuning = last_malloc_tuning()
+    if tuning is not None:
+        info["malloc"] = dataclasses.asdict(tuning)
     return info
 
 
@@ -80,6 +85,8 @@ def env_spec_for(cfg: TrainConfig, preset: Preset) -> EnvSpec:
         env["control_mode"] = cfg.control_mode
     if cfg.reward_scale is not None:
         env["reward_scale"] = cfg.reward_scale
+    if cfg.distract_strength is not None:
+        env["distract_strength"] = cfg.distract_strength
     return EnvSpec(env_id=cfg.env_id, num_envs=cfg.num_envs, image_size=cfg.image_size,
                    obs_mode=cfg.obs_mode, sim_backend=cfg.sim_backend, variant=cfg.variant,
                    render_quality=cfg.render_quality, **env)
@@ -205,7 +212,9 @@ def build_model(cfg: TrainConfig, env: VecEnv, preset: Preset, device: str) -> B
     contrastive = None
     if spec.contrastive:
         contrastive = dataclasses.replace(cfg.contrastive, shuffle_labels=spec.shuffled_returns)
-    model = ALGO_CLASSES[cfg.algo]("MultiInputPolicy", env, contrastive=contrastive, policy_kwargs=policy_kwargs,
+    # The backbone is the preset's choice (backbone_for), named in the extractor kwargs and here alike.
+    model = ALGO_CLASSES[cfg.algo]("MultiInputPolicy", env, contrastive=contrastive, backbone=backbone_for(cfg),
+                                   policy_kwargs=policy_kwargs,
                                    seed=cfg.seed, device=device, verbose=cfg.verbose, **algo_kwargs_for(cfg, preset))
     if cfg.init_from is not None:  # a policy pretrained by gaze-rl pretrain
         init_from_pretrained(model, cfg.init_from, cfg)

@@ -23,6 +23,7 @@ from gaze_rl.config import (
     TrainConfig,
 )
 from gaze_rl.errors import ConfigError, TrainingInterrupted
+from gaze_rl.runtime import tune_malloc
 from gaze_rl.validation import deferred_validation
 
 # subcommand -> (its config, "module:function" that runs it)
@@ -57,6 +58,7 @@ def run(config: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_malloc()  # before torch allocates anything (gaze_rl.runtime)
     try:
         run(parse(argv))
     except (ConfigError, FileExistsError, FileNotFoundError) as err:

@@ -14,11 +14,21 @@ from pathlib import Path
 from typing import Literal
 
 from gaze_rl.contrastive.config import ContrastiveConfig
-from gaze_rl.envs.spec import ObsMode, RenderQuality, SimBackend
+from gaze_rl.envs.spec import ObsMode, RenderQuality, SimBackend, Variant, check_distract_strength
 from gaze_rl.errors import ConfigError
 from gaze_rl.methods import BenchArm, MethodName, method_spec
 from gaze_rl.nets.gaze_shape import check_gaze_shape
 from gaze_rl.validation import Validated, at_least
+
+
+def check_distract_option(strength: float | None, variant: str | None) -> None:
+    """--distract-strength: in [0, 1], and only with --variant distract (or, for eval, no --variant: the trained one)."""
+    if strength is None:
+        return
+    check_distract_strength(strength)
+    if variant not in ("distract", None):
+        raise ConfigError(f"--distract-strength is the strength of variant distract; add --variant distract "
+                          f"(got --variant {variant}) or drop --distract-strength")
 
 
 @dataclass
@@ -89,8 +99,10 @@ class TrainConfig(Validated):
     """'rgb' or 'rgb+state' (pixels plus proprioception, as ManiSkill's ppo_rgb)."""
     sim_backend: SimBackend = "auto"
     """'auto' = physx_cuda with CUDA, else physx_cpu."""
-    variant: Literal["none", "clutter", "lighting"] = "none"
-    """Train on a visual variant of the task: 'clutter' (random visual distractors) or 'lighting'."""
+    variant: Variant = "none"
+    """Train on a visual variant of the task: 'clutter' (random visual distractors), 'lighting' (random lights) or 'distract' (per-episode colours, lights, look-alike and moving objects; see --distract-strength)."""
+    distract_strength: float | None = None
+    """Strength of --variant distract in [0, 1] (0 = the normal task's frames, 1 = 8 distractors, all moving, fully random colours); None = the default, gaze_rl.envs.spec.DISTRACT_STRENGTH (provisional until calibrated)."""
     render_quality: RenderQuality = "auto"
     """'fast': level-of-detail meshes + a cheap vertex shader (~4-6x less CPU per step, real frames); 'full': stock ManiSkill; 'auto': fast on the CPU renderer, full on a GPU."""
     augment: Literal["none", "shift"] = "none"
@@ -149,6 +161,7 @@ class TrainConfig(Validated):
     """1 prints SB3's tables to stdout."""
 
     def check(self) -> None:
+        check_distract_option(self.distract_strength, self.variant)
         at_least(1, total_timesteps=self.total_timesteps, torch_threads=self.torch_threads,
                  on_target_frames=self.on_target_frames,
                  n_steps=self.n_steps if self.algo == "ppo" else None)
@@ -176,8 +189,10 @@ class EvalConfig(Validated):
     """Use the policy's mean action instead of sampling."""
     video: bool = False
     """Write an mp4 of the episodes with the gaze drawn on each frame."""
-    variant: Literal["none", "clutter", "lighting"] | None = None
+    variant: Variant | None = None
     """Evaluate on a visual robustness variant of the task (None = the variant trained on)."""
+    distract_strength: float | None = None
+    """Strength of the distract variant in [0, 1], when evaluating on it (None = the strength trained on, else the default)."""
     attention_on_target: bool = False
     """Also measure the fraction of the policy's attention on the task-relevant actors (renders segmentation)."""
     target_actors: tuple[str, ...] | None = None
@@ -193,6 +208,7 @@ class EvalConfig(Validated):
 
     def check(self) -> None:
         at_least(1, episodes=self.episodes, torch_threads=self.torch_threads)
+        check_distract_option(self.distract_strength, self.variant)
 
 
 @dataclass
@@ -248,8 +264,10 @@ class BenchConfig(Validated):
     """Override the profile's training budget."""
     num_envs: int | None = None
     """Override the profile's envs per run (CPU: one process each)."""
-    variant: Literal["none", "clutter", "lighting"] = "none"
-    """Train every run on this visual variant of its task ('clutter': random distractor cubes; 'lighting': random lights); use its own --out."""
+    variant: Variant = "none"
+    """Train every run on this visual variant of its task ('clutter': random distractor cubes; 'lighting': random lights; 'distract': see --distract-strength); use its own --out."""
+    distract_strength: float | None = None
+    """Strength of --variant distract in [0, 1] for every run; None = the default (gaze_rl.envs.spec.DISTRACT_STRENGTH)."""
     torch_threads: int = 1
     """CPU threads of each run's torch: the same on every machine and runner, so a run's curve does not depend on where it ran (1 is also the fastest for these small networks on a busy CPU)."""
     workers: int = 1
@@ -268,6 +286,7 @@ class BenchConfig(Validated):
     """Aggregate the curves in this folder instead of out/runs (skips training): `<run>.csv` and `<run>.on_target.csv` per run, as results/grid/*/curves/ holds them, so a committed grid re-aggregates without its checkpoints; the summary and plots go to --out."""
 
     def check(self) -> None:
+        check_distract_option(self.distract_strength, self.variant)
         for name in ("workers", "torch_threads", "num_envs", "total_timesteps"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -1,6 +1,7 @@
 """Learning-curve arithmetic: per-seed curves on a common step grid, mean and 95% interval,
-steps to a threshold, area under the curve, the sample-efficiency ratio vs a baseline, and
-bootstrap intervals over seeds."""
+steps to a threshold, area under the curve, the final level, the sample-efficiency ratio vs a
+baseline, bootstrap intervals over seeds, and the difference of two arms over seeds (bootstrap
+interval and exact permutation p)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,22 @@ def normalised_auc(steps: np.ndarray, values: np.ndarray) -> float:
     return float(np.trapz(values[ok], steps[ok]) / (steps[ok][-1] - steps[ok][0]))
 
 
+def final_level(curves: np.ndarray) -> float:
+    """The final level of a curve on the step grid, or of seed-stacked curves (seeds, points): the
+    mean over its last 10% of grid points (at least one), NaN points left out."""
+    tail = max(1, curves.shape[-1] // 10)
+    return float(np.nanmean(curves[..., -tail:]))
+
+
+SUCCESS_SCORES = ("final_success_once", "success_auc")
+
+
+def success_scores(steps: np.ndarray, success: np.ndarray) -> dict[str, float]:
+    """One seed's success_once curve on the step grid, scored as the bench reports it: the final
+    level and the normalised area under the curve (the keys of SUCCESS_SCORES)."""
+    return {"final_success_once": final_level(success), "success_auc": normalised_auc(steps, success)}
+
+
 def efficiency_ratio(steps: np.ndarray, baseline: np.ndarray, method: np.ndarray) -> float | None:
     """Sample-efficiency ratio (the paper's headline metric): steps the baseline needs to reach
     its own final level, divided by the steps the method needs to reach that level.
@@ -132,3 +149,20 @@ def difference_ci(a: Sequence[float], b: Sequence[float], resamples: int = 2000,
     """95% bootstrap interval of mean(a) - mean(b), each group's seeds resampled independently."""
     return bootstrap_ci([[np.array(x, dtype=np.float64) for x in a], [np.array(x, dtype=np.float64) for x in b]],
                         lambda x, y: float(x.mean() - y.mean()), resamples, seed)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """mean(a) - mean(b) of two arms' per-seed values, its 95% bootstrap interval (each arm's seeds
+    resampled independently) and its exact two-sided permutation p over seeds."""
+
+    mean: float
+    low: float
+    high: float
+    p: float
+
+
+def seed_difference(a: Sequence[float], b: Sequence[float]) -> Difference:
+    """The difference of arm a over arm b, the test behind every comparison of two arms."""
+    low, high = difference_ci(a, b)
+    return Difference(float(np.mean(a)) - float(np.mean(b)), low, high, permutation_p(a, b))

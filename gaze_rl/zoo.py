@@ -8,9 +8,11 @@ Every other option is rl_zoo3's (`python -m gaze_rl.zoo --help`). Needs `pip ins
 from __future__ import annotations
 
 from gaze_rl.algos import GazePPO, GazeSAC
+from gaze_rl.runtime import tune_malloc
 
 
 def main() -> None:
+    tune_malloc()  # gaze_rl.runtime
     from rl_zoo3.train import train
     from rl_zoo3.utils import ALGOS
 

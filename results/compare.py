@@ -4,8 +4,12 @@ permutation p over seeds: what the headroom pilot's verdict rests on.
 An arm is `LABEL=FOLDER:METHOD` (a grid's curves folder, as results/grid/*/curves/ holds them,
 and the method part of its run names); the first arm is the reference every other is compared
 with. Per seed: final success = mean success_once over the last 10% of the step grid, AUC = the
-area under the success curve over the step range (the bench's definitions, gaze_rl.curves);
-per-arm means carry 95% bootstrap intervals over seeds.
+area under the success curve over the step range, and each difference with its interval and p
+(gaze_rl.curves: success_scores, seed_difference, which `gaze-rl bench` writes as its
+`*_diff_vs_baseline*` columns too); per-arm means carry 95% bootstrap intervals over seeds.
+The step grid here is 60 points up to --last-step (the committed differences.md tables); the
+bench's is 20 points up to its shortest run, so its columns differ a little (PushCube gaze's
+final-success difference: -0.129, p 0.056 in the bench's summary; -0.123, p 0.06 here).
 
     python results/compare.py \
         "baseline 64=results/grid/pushcube/curves:baseline" \
@@ -20,23 +24,21 @@ from pathlib import Path
 
 import numpy as np
 
-from gaze_rl.curves import bootstrap_ci, difference_ci, normalised_auc, on_grid, permutation_p, read_curve
+from gaze_rl.curves import SUCCESS_SCORES, bootstrap_ci, on_grid, read_curve, seed_difference, success_scores
 
-GRID_POINTS = 60  # as gaze-rl bench
+GRID_POINTS = 60
 RUN_NAME = re.compile(r"(?P<env>[^_]+)__(?P<algo>[^_]+)__(?P<method>.+)__s(?P<seed>\d+)\.csv$")
 
 
 def per_seed(folder: Path, method: str, last_step: float) -> dict[int, dict[str, float]]:
     """Final success and success AUC of each seed's run of `method` in `folder`."""
     grid = np.linspace(last_step / GRID_POINTS, last_step, GRID_POINTS)
-    tail = max(1, GRID_POINTS // 10)
     out = {}
     for path in sorted(folder.glob("*.csv")):
         match = RUN_NAME.match(path.name)
         if match is None or match["method"] != method:
             continue
-        success = on_grid(read_curve(path), "success_once", grid)
-        out[int(match["seed"])] = {"final": float(np.nanmean(success[-tail:])), "auc": normalised_auc(grid, success)}
+        out[int(match["seed"])] = success_scores(grid, on_grid(read_curve(path), "success_once", grid))
     return out
 
 
@@ -62,21 +64,21 @@ def main() -> None:
     ref_label, ref = arms[0]
     for label, seeds in arms:
         cells = [label, ", ".join(map(str, sorted(seeds)))]
-        for metric in ("final", "auc"):
+        for metric in SUCCESS_SCORES:
             values = [s[metric] for s in seeds.values()]
             low, high = bootstrap_ci([[np.float64(v) for v in values]], lambda x: float(x.mean()))
             cells.append(f"{np.mean(values):.3f} [{low:.3f}, {high:.3f}]")
-        for metric in ("final", "auc"):
+        for metric in SUCCESS_SCORES:
             if label == ref_label:
                 cells.append("reference")
                 continue
-            a, b = [s[metric] for s in seeds.values()], [s[metric] for s in ref.values()]
-            low, high = difference_ci(a, b)
-            cells.append(f"{fmt(np.mean(a) - np.mean(b))} [{fmt(low)}, {fmt(high)}], p {permutation_p(a, b):.2f}")
+            diff = seed_difference([s[metric] for s in seeds.values()], [s[metric] for s in ref.values()])
+            cells.append(f"{fmt(diff.mean)} [{fmt(diff.low)}, {fmt(diff.high)}], p {diff.p:.2f}")
         print("| " + " | ".join(cells) + " |")
     print(f"\nReference: {ref_label}. Per seed (final / AUC):")
+    final, auc = SUCCESS_SCORES
     for label, seeds in arms:
-        print(f"- {label}: " + "; ".join(f"s{k} {v['final']:.2f} / {v['auc']:.2f}" for k, v in sorted(seeds.items())))
+        print(f"- {label}: " + "; ".join(f"s{k} {v[final]:.2f} / {v[auc]:.2f}" for k, v in sorted(seeds.items())))
 
 
 if __name__ == "__main__":

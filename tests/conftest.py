@@ -20,11 +20,10 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def error_of(capsys, argv: list[str]) -> str:
-    """The stderr of `gaze-rl <argv>`, which must exit with a usage error (code 2), as one line of words.
+def usage_error(capsys, argv: list[str]) -> str:
+    """The stderr of `gaze-rl <argv>`, which must exit with a usage error (code 2).
 
-    tyro draws its own parse errors in a box: this compares the words, not the layout. A plain
-    function (`from conftest import error_of`: pytest puts tests/ on sys.path) so the call sites
+    A plain function (`from conftest import ...`: pytest puts tests/ on sys.path) so the call sites
     read as before; gaze_rl.cli is imported on first use, not when pytest loads this file.
     """
     from gaze_rl.cli import main
@@ -32,4 +31,18 @@ def error_of(capsys, argv: list[str]) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
-    return " ".join(capsys.readouterr().err.replace("│", " ").split())
+    return capsys.readouterr().err
+
+
+def error_of(capsys, argv: list[str]) -> str:
+    """`usage_error` as one line of words: tyro draws its own parse errors in a box, and this
+    compares the words, not the layout."""
+    return " ".join(usage_error(capsys, argv).replace("│", " ").split())
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    """`usage_error`, which must be exactly one line (what the CLI prints for a ConfigError, before
+    anything starts), without its newline."""
+    lines = usage_error(capsys, argv).strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]

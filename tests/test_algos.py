@@ -112,7 +112,7 @@ def ppo(env, contrastive=SMALL_CONTRASTIVE, n_steps=16, **kwargs) -> GazePPO:
 
 
 def sac(env, contrastive=SMALL_CONTRASTIVE, **kwargs) -> GazeSAC:
-    # NatureCNN keeps the fast tests fast on CPU; PlainConv (GazeSAC's default) runs in the slow test
+    # NatureCNN keeps the fast tests fast on CPU; PlainConv (the ManiSkill presets' SAC encoder) runs in the slow test
     kwargs = {"policy_kwargs": small_policy_kwargs(sac=True), "buffer_size": 1000,
               "batch_size": 16, "learning_starts": 30, "train_freq": 8, "gradient_steps": 1,
               "seed": 0, "device": "cpu", **kwargs}
@@ -223,7 +223,7 @@ def test_default_policies():
     assert isinstance(model.policy.features_extractor.attention, GaussianGaze)
     assert not model.policy.features_extractor.detach_attention
     model = GazeSAC("MultiInputPolicy", env, buffer_size=100)
-    assert type(model.actor.features_extractor.backbone).__name__ == "PlainConv"
+    assert type(model.actor.features_extractor.backbone).__name__ == "NatureCNN"  # SB3's encoder: the image fits it
     assert model.critic.features_extractor is model.actor.features_extractor  # one shared gaze head
     assert model.actor.features_extractor.detach_attention
 
@@ -733,7 +733,7 @@ def test_learn_on_pusht_pixels(pusht_env, algo):
                         device="cpu", contrastive=contrastive)
     else:
         model = GazeSAC("MultiInputPolicy", pusht_env, buffer_size=1000, batch_size=32, learning_starts=100,
-                        train_freq=50, seed=0, device="cpu", contrastive=contrastive)
+                        train_freq=50, seed=0, device="cpu", contrastive=contrastive, backbone="plain")
     model.learn(200)
     learner = model.contrastive
     assert learner.extractor.map_shape == ((64, 4, 4))

@@ -15,6 +15,8 @@ from gaze_rl.analysis import layer_analysis, layer_names, random_cells, target_c
 from gaze_rl.cli import main
 from gaze_rl.nets.encoders import NatureCNN, PlainConv
 
+from conftest import one_line_error
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
@@ -149,11 +151,7 @@ def test_layer_names():
     (["--checkpoint", "nope.zip", "--compare", "missing.json"], "--compare missing.json does not exist"),
 ])
 def test_analyze_bad_input_gives_one_clear_line(capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["analyze", *argv])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
+    assert message in one_line_error(capsys, ["analyze", *argv])
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ def test_make_augment_names_the_choices():
 
 def test_extractor_shifts_only_in_training_mode():
     from gaze_rl.nets.extractor import GazeExtractor
+
     from net_inputs import batch, dict_space
 
     space = dict_space(64)

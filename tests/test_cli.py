@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import error_of
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gaze_rl.cli import main
 from gaze_rl.config import TrainConfig
 from gaze_rl.runlog import write_json
+
+from conftest import error_of
 
 RUN_FILES = ("config.json", "curve.csv", "checkpoints/final.zip")
 
@@ -51,7 +52,8 @@ def test_ppo_gaze_pusht_trains_and_evaluates(tmp_path, capsys):
     tags = tensorboard_tags(run)
     for tag in ("gaze/triplet_loss", "gaze/valid_fraction", "gaze/sigma_x", "gaze/mining_ms",
                 "gaze/label_step_spearman", "gaze/same_episode_fraction", "gaze/label_std",
-                "gaze/attention_on_target", "gaze/attention_on_target_chance", "charts/episodic_return", "charts/success_once", "losses/value_loss"):
+                "gaze/attention_on_target", "gaze/attention_on_target_chance", "charts/episodic_return",
+                "charts/success_once", "losses/value_loss"):
         assert tag in tags["scalars"], tag
     assert "gaze/frames" in tags["images"]
     config = json.loads((run / "config.json").read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,7 @@ def test_curves_from_a_committed_folder_give_the_same_summary(tmp_path):
     from_committed = bench(BenchConfig(out=tmp_path / "summary", envs=cfg.envs, methods=cfg.methods, seeds=cfg.seeds,
                                        curves_from=committed))
     assert from_committed == from_runs
+    assert from_committed[1]["success_auc_diff_vs_baseline_ci"]  # the comparison with the baseline too
     assert from_committed[1]["attention_on_target_start"] == pytest.approx(0.05)
     assert (tmp_path / "summary" / "plots" / "PushT-v1__ppo.png").is_file()
     assert not (tmp_path / "summary" / "runs").exists()  # nothing was trained
@@ -129,6 +131,40 @@ def test_curves_from_a_committed_folder_give_the_same_summary(tmp_path):
     rows = bench(BenchConfig(out=tmp_path / "summary", envs=cfg.envs, methods=cfg.methods, seeds=cfg.seeds,
                              curves_from=committed))
     assert [r["seeds"] for r in rows] == [1, 2]
+
+
+def test_summary_tests_each_arm_against_the_baseline(tmp_path):
+    """Per arm, its difference from the baseline in final success and success AUC, with a 95%
+    bootstrap interval and an exact permutation p over seeds: an arm better on every seed gets a
+    positive difference whose interval excludes 0 and the smallest p 5 vs 5 seeds allow; an arm
+    with the baseline's very curves gets 0, an interval around 0 and p 1; the baseline itself gets none."""
+    seeds, steps = range(5), [100 * (i + 1) for i in range(100)]
+    cfg = BenchConfig(out=tmp_path, envs=("PushT-v1",), methods=("baseline", "gaze", "foveal"), seeds=tuple(seeds),
+                      aggregate_only=True)
+    rng = np.random.default_rng(0)
+    for seed in seeds:
+        base = (rng.random(100) < 0.2).astype(int)  # ~20% success on every seed, ~90% for gaze
+        for method, success in (("baseline", base), ("gaze", (rng.random(100) < 0.9).astype(int)), ("foveal", base)):
+            write_run(tmp_path, RunSpec("PushT-v1", "ppo", method, seed), steps, success, success)
+    by_method = {r["method"]: r for r in bench(cfg)}
+    smallest_p = round(2 / math.comb(10, 5), 3)  # the two splits as extreme as gaze above baseline on every seed
+    for score in ("final_success_once", "success_auc"):
+        better, same = by_method["gaze"], by_method["foveal"]
+        assert better[f"{score}_diff_vs_baseline"] == pytest.approx(better[score] - by_method["baseline"][score], abs=0.002)
+        assert better[f"{score}_diff_vs_baseline"] > 0.5
+        low, high = map(float, better[f"{score}_diff_vs_baseline_ci"].strip("[]").split(", "))
+        assert 0 < low < better[f"{score}_diff_vs_baseline"] < high
+        assert better[f"{score}_diff_vs_baseline_p"] == smallest_p
+        assert same[f"{score}_diff_vs_baseline"] == 0
+        low, high = map(float, same[f"{score}_diff_vs_baseline_ci"].strip("[]").split(", "))
+        assert low < 0 < high  # each arm's seeds resampled on their own: the interval has width
+        assert same[f"{score}_diff_vs_baseline_p"] == 1.0
+        assert f"{score}_diff_vs_baseline" not in by_method["baseline"]
+    header = (tmp_path / "summary.md").read_text().splitlines()[0]
+    assert "final_success_once_diff_vs_baseline_p" in header and "success_auc_diff_vs_baseline_ci" in header
+    with (tmp_path / "summary.csv").open() as f:
+        assert {r["method"]: r["success_auc_diff_vs_baseline_p"] for r in csv.DictReader(f)} == {
+            "baseline": "", "gaze": str(smallest_p), "foveal": "1.0"}
 
 
 def test_curves_from_must_be_a_folder(tmp_path):

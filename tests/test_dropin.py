@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from image_envs import ImageEnv
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
 
 from gaze_rl import ContrastiveConfig, GazePPO, GazeSAC
+from gaze_rl.contrastive.config import FRESH_UPDATES
 from gaze_rl.nets.extractor import GazeExtractor
+
+from image_envs import ImageEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -124,6 +126,18 @@ def test_feature_buffer_sized_to_the_run():
     assert model.contrastive.buffer.capacity == 32 + 16  # the run plus one rollout, not 100k
     model.learn(64, reset_num_timesteps=False)  # a longer run grows it, keeping what it holds
     assert model.contrastive.buffer.capacity == 32 + 64 + 16 and len(model.contrastive.buffer) == 96
+
+
+@pytest.mark.parametrize("algo", [GazePPO, GazeSAC])
+def test_default_feature_buffer_holds_the_last_16_updates(algo):
+    """buffer_size None: the buffer keeps the states of the last FRESH_UPDATES contrastive updates
+    (fresh maps, results/signal/staleness), however long the run."""
+    env = DummyVecEnv([lambda: ImageEnv(), lambda: ImageEnv()])
+    model = algo("CnnPolicy", env, **ALGOS[algo])
+    per_update = model.n_steps * 2 if algo is GazePPO else model.contrastive.config.sac_update_interval
+    assert model.contrastive.max_capacity == FRESH_UPDATES * per_update
+    model.contrastive.reserve(10**6)  # a long run does not grow it past that
+    assert model.contrastive.buffer.capacity == FRESH_UPDATES * per_update
 
 
 def test_sac_optimize_memory_usage_on_box_images():
@@ -324,3 +338,36 @@ def test_messages_name_the_problem():
     with pytest.raises(ValueError, match=r"\(64, 64, 3\) looks channel-last") as err:
         GazePPO("CnnPolicy", FloatChannelLast(), policy_kwargs=dict(normalize_images=False))
     assert "too small" in str(err.value) and "transpose(2, 0, 1)" in str(err.value)
+
+
+@pytest.mark.parametrize("size, encoder, why", [(64, "NatureCNN", "the 64x64 image fits NatureCNN"),
+                                                (20, "PlainConv", "the 20x20 image is too small for NatureCNN")])
+def test_sac_builds_the_encoder_sb3_would_where_the_image_fits_and_says_why(capsys, size, encoder, why):
+    env = DummyVecEnv([lambda: ImageEnv((size, size, 3))])
+    model = GazeSAC("CnnPolicy", env, verbose=1, **ALGOS[GazeSAC])
+    assert type(model._gaze_extractor().backbone).__name__ == encoder
+    assert f"Image encoder: {encoder} (backbone 'auto': {why}" in capsys.readouterr().out
+    if encoder == "NatureCNN":  # SB3's SAC("CnnPolicy") has the same conv stack
+        def convs(module):
+            return [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in module.modules()
+                    if isinstance(c, torch.nn.Conv2d)]
+        assert convs(model._gaze_extractor().backbone) == convs(SAC("CnnPolicy", env, buffer_size=200).actor.features_extractor)
+    GazeSAC("CnnPolicy", env, **ALGOS[GazeSAC])  # verbose=0: silent
+    assert "Image encoder" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("algo, encoder", [("sac", "PlainConv"), ("ppo", "NatureCNN")])
+def test_maniskill_presets_keep_their_own_encoder(algo, encoder):
+    from gaze_rl.build import build_model
+    from gaze_rl.config import TrainConfig
+    from gaze_rl.imitation.bc import SpacesEnv
+    from gaze_rl.presets import load_preset
+
+    space = spaces.Dict({"rgb": spaces.Box(0, 255, (64, 64, 3), np.uint8),
+                         "state": spaces.Box(-np.inf, np.inf, (9,), np.float32)})
+    env = DummyVecEnv([lambda: SpacesEnv(space, spaces.Box(-1, 1, (4,), np.float32))])
+    small = dict(replay_buffer_size=64, learning_starts=0) if algo == "sac" else {}
+    cfg = TrainConfig(env_id="PushCube-v1", algo=algo, method="gaze", device="cpu", **small)
+    model = build_model(cfg, env, load_preset(algo, cfg.env_id), "cpu")
+    assert type(model._gaze_extractor().backbone).__name__ == encoder
+    assert model.backbone == ("plain" if algo == "sac" else "nature")

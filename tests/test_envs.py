@@ -18,12 +18,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnvW
 
 from gaze_rl.envs import (
     OBS_MODES,
-    EpisodeOutcome,
-    ScaleReward,
     SIM_BACKENDS,
     TESTED_ENV_IDS,
     EnvSpec,
+    EpisodeOutcome,
     ManiSkillBatchedVecEnv,
+    ScaleReward,
     check_env_id,
     make_vec_env,
     resolve_sim_backend,

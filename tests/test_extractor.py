@@ -9,31 +9,14 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 
-from gaze_rl.nets.attention import GaussianGaze, NoAttention, OracleGaze, PatchAttention
-from gaze_rl.nets.encoders import NatureCNN, PlainConv
 from gaze_rl.methods import METHOD_NAMES as METHODS
+from gaze_rl.nets.attention import GaussianGaze, NoAttention, OracleGaze, PatchAttention
+from gaze_rl.nets.encoders import NatureCNN, PlainConv, make_backbone
 from gaze_rl.nets.extractor import GazeExtractor, gaze_policy_kwargs
 
+from net_inputs import batch, dict_space
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
-
-STATE_DIM = 5
-
-
-def dict_space(size: int = 64, channels: int = 3, state: bool = True, channel_first: bool = True) -> spaces.Dict:
-    shape = (channels, size, size) if channel_first else (size, size, channels)
-    parts = {"rgb": spaces.Box(0, 255, shape, np.uint8)}
-    if state:
-        parts["state"] = spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)
-    return spaces.Dict(parts)
-
-
-def batch(space: spaces.Dict, n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Preprocessed (float, images in [0, 1]) observations, as SB3 feeds the extractor."""
-    g = torch.Generator().manual_seed(seed)
-    raw = {"rgb": torch.randint(0, 256, (n, *space["rgb"].shape), generator=g, dtype=torch.uint8)}
-    if "state" in space.spaces:
-        raw["state"] = torch.randn(n, *space["state"].shape, generator=g)
-    return preprocess_obs(raw, space, normalize_images=True)
 
 
 @pytest.mark.parametrize(
@@ -285,3 +268,18 @@ def test_gaze_starts_centred_in_sb3_policy_with_ortho_init(backbone, size):
     # ... and ortho_init did run on the rest of the extractor (so the check above is meaningful):
     # the orthogonal init zeroes Linear biases, which PyTorch's default init does not
     assert bool((ext.image_fc[1].bias == 0).all())
+
+
+@pytest.mark.parametrize("backbone", ["nature", "plain", "drq"])
+def test_backbones_run_channels_last_on_cpu_with_the_same_values(backbone):
+    """The convs see channels-last input (faster on a CPU); the map comes back contiguous, equal
+    to the contiguous layout's up to float rounding; the weights keep their layout."""
+    net = make_backbone(backbone, 3, 64)
+    seen = []
+    net[0].register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    x = torch.rand(4, 3, 64, 64)
+    fmap = net(x)
+    assert seen == [True] and fmap.is_contiguous()
+    torch.testing.assert_close(fmap, torch.nn.Sequential.forward(net, x), rtol=1e-5, atol=1e-6)
+    assert all(p.is_contiguous() for p in net.parameters())

@@ -153,7 +153,7 @@ MAX_MEAN_ABS_DIFF = 8.0
 
 @pytest.mark.slow
 @pytest.mark.parametrize("env_id,variant", [("PushT-v1", "none"), ("PokeCube-v1", "none"), ("PushCube-v1", "none"),
-                                            ("PickCube-v1", "none"), ("PushCube-v1", "clutter")])
+                                            ("PickCube-v1", "none"), ("PushCube-v1", "clutter"), ("PushCube-v1", "distract")])
 def test_fast_frames_match_full_frames_of_the_same_state(env_id, variant):
     full = render_same_state(env_id, "full", variant)
     fast = render_same_state(env_id, "fast", variant)

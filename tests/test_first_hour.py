@@ -14,16 +14,17 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-from conftest import error_of
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from gaze_rl import ContrastiveConfig, GazePPO
 from gaze_rl.checkpoints import latest_checkpoint, load_model, load_state
 from gaze_rl.cli import main
-from gaze_rl.config import TrainConfig
 from gaze_rl.commands.train import learn
+from gaze_rl.config import TrainConfig
 from gaze_rl.errors import TrainingInterrupted
+
+from conftest import error_of
 from image_envs import ImageEnv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

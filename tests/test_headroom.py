@@ -124,7 +124,7 @@ def test_privileged_adds_exactly_the_task_objects_pose_keys() -> None:
         rng = np.random.default_rng(0)
         a, _ = plain.reset(seed=7)
         b, _ = privileged.reset(seed=7)
-        for step in range(3):
+        for _ in range(3):
             n = a["state"].shape[0]
             np.testing.assert_array_equal(b["state"][:n], a["state"])
             np.testing.assert_array_equal(b["rgb"], a["rgb"])

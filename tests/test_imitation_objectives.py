@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from gymnasium import spaces
 
 from gaze_rl.imitation.objectives import DEFAULT_WEIGHTS, AttentionObjective, gaze_kl, saliency_map, saliency_mse
-from gaze_rl.segmentation.on_target import attention_on_target, feature_attention, policy_attention, resolve_metric_mode
 from gaze_rl.nets.extractor import GazeExtractor
+from gaze_rl.segmentation.on_target import attention_on_target, energy_softmax, policy_attention, resolve_metric_mode
+
+from net_inputs import dict_space
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -38,18 +39,16 @@ def test_saliency_mse_by_hand():
     assert up.shape == (3, 64, 64) and float(up.amin()) == 0.0 and float(up.amax()) == pytest.approx(1.0)
 
 
-def test_feature_attention_by_hand():
+def test_energy_softmax_by_hand():
     z = torch.zeros(1, 2, 1, 2)
     z[0, 0, 0, 0], z[0, 1, 0, 0] = 30.0, -20.0  # sum_c |z_c| = 50 in cell 0, 0 in cell 1
-    a = feature_attention(z, beta=50.0)
+    a = energy_softmax(z, beta=50.0)
     e = math.exp(1.0)
     np.testing.assert_allclose(a.numpy()[0, 0], [e / (e + 1), 1 / (e + 1)], rtol=1e-6)
 
 
 def extractor(method_attention: str) -> GazeExtractor:
-    space = spaces.Dict({"rgb": spaces.Box(0, 255, (3, 64, 64), np.uint8),
-                         "state": spaces.Box(-np.inf, np.inf, (5,), np.float32)})
-    return GazeExtractor(space, attention=method_attention, image_features=16, state_features=8)
+    return GazeExtractor(dict_space(), attention=method_attention, image_features=16, state_features=8)
 
 
 def observations(n: int = 3) -> dict[str, torch.Tensor]:

@@ -8,11 +8,16 @@ import h5py
 import numpy as np
 import pytest
 
-from gaze_rl.imitation.saliency import (
-    HeatmapSaliency, OracleSaliency, gaussian_blobs, grid_distribution, minmax, temporal_aggregate,
-)
 from gaze_rl.envs.task_objects import TASK_TARGETS, project_points, task_targets
-from gaze_rl.segmentation.targets import coverage_grid, pool_to_grid
+from gaze_rl.imitation.saliency import (
+    HeatmapSaliency,
+    OracleSaliency,
+    gaussian_blobs,
+    grid_distribution,
+    minmax,
+    temporal_aggregate,
+)
+from gaze_rl.segmentation.targets import coverage_grid, sum_pool_to_grid
 
 K = np.array([[32.0, 0, 32], [0, 32, 32], [0, 0, 1]])  # 64x64 camera, principal point at the centre
 E = np.hstack([np.eye(3), np.zeros((3, 1))])           # camera at the world origin, looking along +z
@@ -44,12 +49,12 @@ def test_temporal_aggregation_rejects_bad_settings(alpha, window):
 
 def test_pooling_is_exact_area_sum():
     image = np.arange(64 * 64, dtype=np.float64).reshape(64, 64)
-    pooled = pool_to_grid(image, 4, 4)
+    pooled = sum_pool_to_grid(image, 4, 4)
     np.testing.assert_allclose(pooled, image.reshape(4, 16, 4, 16).sum(axis=(1, 3)))
     # 3 pixels into 2 cells: the middle pixel is split in half
-    np.testing.assert_allclose(pool_to_grid(np.ones((3, 3)), 2, 2), np.full((2, 2), 2.25))
+    np.testing.assert_allclose(sum_pool_to_grid(np.ones((3, 3)), 2, 2), np.full((2, 2), 2.25))
     odd = np.random.default_rng(1).random((2, 128, 128))
-    np.testing.assert_allclose(pool_to_grid(odd, 12, 12).sum(axis=(1, 2)), odd.sum(axis=(1, 2)))
+    np.testing.assert_allclose(sum_pool_to_grid(odd, 12, 12).sum(axis=(1, 2)), odd.sum(axis=(1, 2)))
 
 
 def test_grid_distribution_sums_to_one_and_is_smoothed():

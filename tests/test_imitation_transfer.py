@@ -10,7 +10,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import error_of
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from gaze_rl.build import build_model, check_init_from, train_architecture
@@ -19,6 +18,8 @@ from gaze_rl.imitation import bc
 from gaze_rl.imitation.checkpoint import read_pretrained, save_pretrained
 from gaze_rl.imitation.demos import Demo, DemoSet, load_demos, read_maniskill_trajectories, write_demos
 from gaze_rl.presets import load_preset
+
+from conftest import error_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 

@@ -179,3 +179,29 @@ def test_reserve_grows_the_buffer_keeping_episode_ids_steps_and_labels():
     assert buf.episode_returns.tolist() == (ids * 2.0 + 1.0).tolist()
     assert buf.successes.tolist() == (ids // 6 % 2).float().tolist()
     torch.testing.assert_close(buf.features.float(), maps, atol=2e-3, rtol=2e-3)
+
+
+def test_a_mining_pool_bounds_the_search_and_mines_buffer_slots():
+    """With more states than `mining_pool`, the k-NN index holds only the pool, and the triplets
+    the gaze trains on are buffer slots whose labels obey the rule (a pool position mistaken for
+    a slot would pair states at random)."""
+    torch.manual_seed(0)
+    learner = ContrastiveLearner(extractor(), ContrastiveConfig(buffer_size=1024, mining_pool=256, label="to-go"))
+    labels = (torch.rand(900) < 0.5).float()
+    # each map is filled with its label + 1, so the maps the gaze sees reveal which side they are on
+    maps = (labels + 1.0)[:, None, None, None].expand(-1, *learner.extractor.map_shape).contiguous()
+    learner.add(maps, labels)
+    seen: list[torch.Tensor] = []
+    learner.extractor.attention.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    metrics = learner.update()
+    assert metrics["gaze/pool_size"] == 256 and learner.knn._keys.shape[0] == 256
+    assert metrics["gaze/num_triplets"] > 0 and seen
+    for batch in seen:
+        anchor, positive, negative = (chunk.flatten(1)[:, 0] for chunk in batch.chunk(3))
+        assert torch.equal(anchor, positive) and not torch.equal(anchor, negative)
+        assert bool((anchor != negative).all())
+
+
+def test_mining_pool_must_exceed_k():
+    with pytest.raises(ConfigError, match=r"mining_pool must be 0 \(the whole buffer\) or > k \(16\)"):
+        ContrastiveConfig(mining_pool=8, k=16)

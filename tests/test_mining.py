@@ -272,7 +272,7 @@ def test_mining_errors():
         mine_triplets(torch.zeros(1, 2, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), RETURNS, rule="nope")
     with pytest.raises(ValueError, match=r"anchors must have shape \(2,\)"):
         mine_triplets(torch.zeros(2, 2, dtype=torch.int64), torch.zeros(3, dtype=torch.int64), RETURNS)
-    with pytest.raises(ValueError, match="must be < len\\(returns\\) = 8"):
+    with pytest.raises(ValueError, match="must be < len\\(labels\\) = 8"):
         mine_triplets(torch.tensor([[8, 1]]), torch.tensor([0]), RETURNS)
 
 

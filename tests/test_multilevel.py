@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from net_inputs import batch, dict_space, head_input
 from torch import nn
 
 from gaze_rl.nets.attention import make_attention
 from gaze_rl.nets.encoders import NatureCNN, PlainConv, feature_map_shape, make_backbone
 from gaze_rl.nets.extractor import GazeExtractor
 from gaze_rl.nets.levels import fuse_levels, layer_indices, layer_outputs, layer_shapes
+
+from net_inputs import batch, dict_space, head_input
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from gaze_rl.cli import main
+from gaze_rl.build import check_prune_top_k
 from gaze_rl.config import TrainConfig
 from gaze_rl.nets.extractor import GazeExtractor
 from gaze_rl.nets.levels import layer_outputs
 from gaze_rl.nets.pruning import check_top_k, prune_cells, pruned_features_dim, select_cells
-from gaze_rl.build import check_prune_top_k
+
+from conftest import one_line_error
 from net_inputs import batch, dict_space, head_input
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -82,11 +83,7 @@ def test_k_errors_name_the_grid():
 
 
 def test_cli_rejects_bad_k_before_any_env(capsys, tmp_path):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--prune-top-k", "17", "--run-dir", str(tmp_path / "run")])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "4x4 = 16 (got 17)" in err[0]
+    assert "4x4 = 16 (got 17)" in one_line_error(capsys, ["train", "--prune-top-k", "17", "--run-dir", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
 
 

@@ -4,6 +4,7 @@ resumes with nothing to do, and the curves and summary equal those of `--workers
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -15,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -52,6 +54,10 @@ def proc_stat(pid: int) -> tuple[str, int, int] | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return (fields[0], int(fields[1]), int(fields[2])) if fields[0] != "Z" else None
+
+
+def is_gone(pid: int) -> bool:
+    return proc_stat(pid) is None
 
 
 def processes(where: int, field: int) -> list[int]:
@@ -143,13 +149,13 @@ def kill_one_worker(head: subprocess.Popen, worker_tmp: Path) -> tuple[list[str]
         if started and victim is None:
             victim, worker = started.group(1), int(started.group(2))
             # The worker's training process, under the worker's own temporary directory.
-            training = wait_for(lambda: training_child(worker), 120, f"{victim}'s training process")
+            training = wait_for(partial(training_child, worker), 120, f"{victim}'s training process")
             command = Path(f"/proc/{training}/cmdline").read_text().split("\0")
             assert Path(command[command.index("--run-dir") + 1]).is_relative_to(worker_tmp)
             time.sleep(3)  # mid-run
             os.kill(worker, signal.SIGKILL)
             # The training process dies with its worker (no orphan left on the node).
-            wait_for(lambda: proc_stat(training) is None, 30, "the killed worker's training process to exit")
+            wait_for(partial(is_gone, training), 30, "the killed worker's training process to exit")
     return lines, victim
 
 
@@ -196,6 +202,45 @@ def test_ray_grid_returns_results_retries_a_killed_worker_and_matches_local_work
     timing = ("wall_s", "env_steps_per_s")
     assert csv_rows(out / "summary.csv", timing) == csv_rows(local / "summary.csv", timing)
     assert len(csv_rows(local / "curves.csv", ())) == 4 * 2
+
+
+LAUNCH_FROM_A_THREAD = """\
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from gaze_rl.bench_runs import run_process
+pid_file, log, command = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+with ThreadPoolExecutor(1) as pool:  # as run_local starts its runs (and a Ray worker its task's)
+    pool.submit(run_process, command, log, 1, lambda process: pid_file.write_text(str(process.pid))).result()
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="dying with the parent is Linux's PR_SET_PDEATHSIG")
+def test_a_run_process_started_from_a_thread_dies_with_its_parent(tmp_path):
+    """The training process is the command itself (what a node's process list shows), and when the
+    process that started it from a pool thread is SIGKILLed (a Ray worker killed), it goes too."""
+    pid_file, command = tmp_path / "pid", [sys.executable, "-c", "import time; time.sleep(120)"]
+    parent = subprocess.Popen([sys.executable, "-c", LAUNCH_FROM_A_THREAD, str(pid_file), str(tmp_path / "log"), *command],
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    try:
+        child = int(wait_for(lambda: pid_file.is_file() and pid_file.read_text(), 60, "the process to start"))
+        wait_for(lambda: Path(f"/proc/{child}/cmdline").read_text().split("\0")[:-1] == command, 30,
+                 "the process to become the command")
+        assert proc_stat(child)[1] == parent.pid
+        os.kill(parent.pid, signal.SIGKILL)
+        wait_for(partial(is_gone, child), 30, "the orphaned process to exit")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)  # the process group of both
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="dying with the parent is Linux's PR_SET_PDEATHSIG")
+def test_a_run_process_whose_parent_is_gone_before_it_starts_never_runs():
+    from gaze_rl.bench_runs import dying_with_parent
+
+    command = dying_with_parent([sys.executable, "-c", "import time; time.sleep(120)"])
+    command[command.index(str(os.getpid()))] = "1"  # started by a parent that has died since: adopted by another
+    assert subprocess.run(command, timeout=30).returncode == 1
 
 
 def test_bad_ray_options_fail_before_anything_starts(tmp_path, capsys):

@@ -134,7 +134,9 @@ class ContrastiveMixin:
     contrastive: ContrastiveLearner | None
     backbone: str
     _gaze_lr_peak: float  # the learning-rate schedule's peak (schedule_peak), set with the learner
-    default_backbone = "auto"  # the algorithm's backbone when `backbone` is not given
+    # The backbone when `backbone` is not given: "auto" = SB3's NatureCNN where the image fits it,
+    # PlainConv where it must (gaze_rl.nets.encoders.backbone_choice); `gaze-rl train` names its own.
+    default_backbone = "auto"
     _network_names = ("policy's", "value network's")  # whose features extractor (in messages)
     _exporting = False  # save_sb3 in progress: leave out what plain SB3 cannot load
 
@@ -144,6 +146,14 @@ class ContrastiveMixin:
         self.contrastive_kwargs = resolve_contrastive(contrastive)
         self.backbone = self.default_backbone if backbone is None else backbone
         super().__init__(policy, env, *args, **kwargs)  # type: ignore[call-arg]  # SB3's positional arguments after env too
+        self._report_backbone()
+
+    def _report_backbone(self) -> None:
+        """At verbose >= 1, prints the image encoder the gaze extractor built and why, as SB3
+        prints its device: once, at construction (load() builds the networks later, silently)."""
+        extractor = self._gaze_extractor() if getattr(self, "policy", None) is not None else None
+        if self.verbose >= 1 and isinstance(extractor, GazeExtractor):
+            print(f"Image encoder: {type(extractor.backbone).__name__} ({extractor.backbone_reason})")
 
     def _gaze_extractor(self) -> GazeExtractor:
         raise NotImplementedError
@@ -182,6 +192,10 @@ class ContrastiveMixin:
             self._on_envs_reset()
         return total_timesteps, callback
 
+    def _states_per_iteration(self, config: ContrastiveConfig) -> int:
+        """States the feature buffer gains per training iteration (GazePPO: a rollout)."""
+        raise NotImplementedError
+
     def _extra_states(self) -> int:
         """States that may enter the feature buffer besides one per env step to come."""
         return 0
@@ -202,7 +216,8 @@ class ContrastiveMixin:
             )
         config = ContrastiveConfig(**self.contrastive_kwargs)
         seed = 0 if self.seed is None else self.seed
-        self.contrastive = ContrastiveLearner(extractor, config, seed=seed)
+        self.contrastive = ContrastiveLearner(extractor, config, seed=seed,
+                                              states_per_update=self._states_per_iteration(config) * config.update_every)
         self._gaze_lr_peak = schedule_peak(self.lr_schedule)  # the schedule is set by now
 
     @property

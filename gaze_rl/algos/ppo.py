@@ -15,6 +15,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import DictRolloutBufferSamples, MaybeCallback, RolloutBufferSamples
 
 from gaze_rl.algos.contrastive_mixin import ContrastiveMixin
+from gaze_rl.contrastive.config import ContrastiveConfig
 from gaze_rl.contrastive.returns import EpisodeBook, discounted_returns_to_go, step_successes
 from gaze_rl.nets.augment import RandomShift, augmentation_paused
 from gaze_rl.nets.extractor import GazeExtractor
@@ -45,8 +46,9 @@ class GazePPO(ContrastiveMixin, PPO):
 
     :param contrastive: ContrastiveConfig (or its fields as a dict); None turns the loss off,
         which with the default policy gives the paper's `foveal` ablation.
-    :param backbone: image backbone of the default policy: "auto" = "nature" (ManiSkill's
-        ppo_rgb NatureCNN) where the images leave it room (>= 44 px), else "plain".
+    :param backbone: image backbone of the default policy: "auto" = "nature" (SB3's CnnPolicy
+        encoder, ManiSkill's ppo_rgb NatureCNN) where the images leave it room (>= 44 px), else
+        "plain" (printed at verbose >= 1).
 
     Works with SB3's "CnnPolicy" (Box images) and "MultiInputPolicy" (Dicts); the gaze extractor
     replaces SB3's default one unless policy_kwargs name another features_extractor_class.
@@ -65,7 +67,8 @@ class GazePPO(ContrastiveMixin, PPO):
     returns stay the rollout's. Without augmentation PPO's update is SB3's, unchanged.
     """
 
-    default_backbone = "auto"
+    def _states_per_iteration(self, config: ContrastiveConfig) -> int:
+        return self.n_steps * self.n_envs  # one rollout
 
     def _extra_states(self) -> int:
         return self.n_steps * self.n_envs  # learn() may run up to one rollout past the total

@@ -8,6 +8,7 @@ import torch
 from stable_baselines3 import SAC
 
 from gaze_rl.algos.contrastive_mixin import ContrastiveMixin
+from gaze_rl.contrastive.config import ContrastiveConfig
 from gaze_rl.contrastive.returns import EpisodeReturnTracker, Observation
 from gaze_rl.nets.extractor import GazeExtractor
 
@@ -15,8 +16,10 @@ from gaze_rl.nets.extractor import GazeExtractor
 class GazeSAC(ContrastiveMixin, SAC):
     """SAC with a foveal gaze trained by return-guided contrastive learning.
 
-    Same API as SB3's SAC, plus `contrastive` (None = off) and `backbone` ("plain" as in
-    ManiSkill's sac_rgbd). Actor and critics share one encoder and one gaze head
+    Same API as SB3's SAC, plus `contrastive` (None = off) and `backbone`: "auto" (the default)
+    builds the encoder SB3's SAC would (NatureCNN) wherever the image fits it and ManiSkill's
+    PlainConv only where it must (printed at verbose >= 1); `gaze-rl train`'s ManiSkill presets
+    ask for "plain", as ManiSkill's sac_rgbd has it. Actor and critics share one encoder and one gaze head
     (`share_features_extractor=True`). Note SB3's convention for a shared encoder: the actor
     loss trains it and the critics see it detached, the opposite of ManiSkill's sac_rgbd
     (critic-trained encoder, detached actor).
@@ -35,13 +38,15 @@ class GazeSAC(ContrastiveMixin, SAC):
     passed (at most one per train() call), not after every train() call.
     """
 
-    default_backbone = "plain"
     _network_names = ("actor's", "critics'")
 
     def _setup_model(self) -> None:
         super()._setup_model()
         self._return_tracker = EpisodeReturnTracker(self.n_envs, self.return_discount) if self.contrastive else None
         self._steps_since_iteration = 0  # env steps since the last training iteration was counted
+
+    def _states_per_iteration(self, config: ContrastiveConfig) -> int:
+        return config.sac_update_interval  # env steps (summed over envs) per training iteration
 
     def _extra_states(self) -> int:
         return self._return_tracker.pending if self._return_tracker is not None else 0  # episodes in flight

@@ -11,7 +11,9 @@ efficiency ratios), and `summary.csv` / `summary.md` with steps to the success t
 under the success curve, final success and return, attention-on-target at the start and end, the
 gaze's tracking of the target at the end (slope, R^2, distance in cells; Gaussian-gaze runs whose
 on_target.csv has the columns), the sample-efficiency ratio vs baseline, each with a 95% bootstrap interval over seeds, wall-clock
-and env-steps/s.
+and env-steps/s; and, for every arm of an (env, algo) that has a `baseline` arm, its difference from the baseline in final
+success and success AUC (`<metric>_diff_vs_baseline`) with a 95% bootstrap interval (`..._ci`) and an exact permutation p over
+seeds (`..._p`).
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ from gaze_rl.bench_runs import Progress, RunSpec, grid_of, is_finished, profile_
 from gaze_rl.config import BenchConfig
 from gaze_rl.curves import (
     CURVE_METRICS,
+    SUCCESS_SCORES,
     band,
     bootstrap_ci,
     efficiency_ratio,
+    final_level,
     normalised_auc,
     on_grid,
     read_curve,
+    seed_difference,
     steps_to_reach,
+    success_scores,
 )
 from gaze_rl.errors import ConfigError
 from gaze_rl.segmentation.tracking import TRACK_COLUMNS
@@ -120,12 +126,6 @@ def _round(steps: float | None) -> int | None:
     return None if steps is None else round(steps)
 
 
-def _tail_mean(curves: np.ndarray) -> float:
-    """Mean of the last 10% of the grid points of the mean curve (the final level)."""
-    tail = max(1, curves.shape[-1] // 10)
-    return float(np.nanmean(curves[..., -tail:]))
-
-
 # Statistics of seed-stacked curves (seeds, grid points), for bootstrap_ci.
 def _steps_to(grid: np.ndarray, level: float, curves: np.ndarray) -> float | None:
     return steps_to_reach(grid, np.nanmean(curves, axis=0), level)
@@ -141,6 +141,21 @@ def _ratio(grid: np.ndarray, baseline: np.ndarray, method: np.ndarray) -> float 
 
 def _nanmean(x: np.ndarray) -> float:
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def differences_vs_baseline(grid: np.ndarray, success: list[np.ndarray], baseline: list[np.ndarray]) -> dict[str, Any]:
+    """An arm's per-seed success curves against the baseline's on the same grid: per success score
+    (final success, success AUC), `<score>_diff_vs_baseline` (the arm's mean over seeds minus the
+    baseline's), `<score>_diff_vs_baseline_ci` (its 95% bootstrap interval) and
+    `<score>_diff_vs_baseline_p` (exact two-sided permutation p over seeds)."""
+    mine, base = [success_scores(grid, s) for s in success], [success_scores(grid, s) for s in baseline]
+    out: dict[str, Any] = {}
+    for score in SUCCESS_SCORES:
+        diff = seed_difference([m[score] for m in mine], [b[score] for b in base])
+        out[f"{score}_diff_vs_baseline"] = round(diff.mean, 3)
+        out[f"{score}_diff_vs_baseline_ci"] = _ci((diff.low, diff.high))
+        out[f"{score}_diff_vs_baseline_p"] = round(diff.p, 3)
+    return out
 
 
 def tracking_summary(on_target: list[dict[str, np.ndarray]]) -> dict[str, Any]:
@@ -191,8 +206,8 @@ def summarise(cfg: BenchConfig, curves: dict[RunSpec, dict[str, np.ndarray]]) ->
             wall = np.mean([c["wall_time"][-1] for c in runs.values()])
             row: dict[str, Any] = {
                 "env": env, "algo": algo, "method": method, "seeds": len(runs), "steps": int(last_step),
-                "final_success_once": round(_tail_mean(np.stack(success)), 3),
-                "final_success_once_ci": _ci(bootstrap_ci([success], _tail_mean)),
+                "final_success_once": round(final_level(np.stack(success)), 3),
+                "final_success_once_ci": _ci(bootstrap_ci([success], final_level)),
                 f"steps_to_success_{threshold}": _round(steps_to_reach(grid, mean_success, threshold)),
                 f"steps_to_success_{threshold}_ci": _ci(bootstrap_ci([success], partial(_steps_to, grid, threshold)), 4),
                 "success_auc": round(normalised_auc(grid, mean_success), 3),
@@ -226,6 +241,9 @@ def summarise(cfg: BenchConfig, curves: dict[RunSpec, dict[str, np.ndarray]]) ->
                 row["efficiency_ratio_return_ci"] = _ci(bounds)
                 if ratio is not None:
                     ratios[row["method"]] = (ratio, bounds)
+                if row["method"] != "baseline":
+                    row.update(differences_vs_baseline(grid, per_seed[row["method"]]["success_once"],
+                                                       per_seed["baseline"]["success_once"]))
         plot_group(plt, cfg.out / "plots" / f"{env}__{algo}.png", env, algo, bands, on_target)
         plot_ratios(plt, cfg.out / "plots" / f"{env}__{algo}__ratios.png", env, algo, ratios)
     write_summary(cfg.out, rows)

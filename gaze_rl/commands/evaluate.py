@@ -14,12 +14,14 @@ from gaze_rl.config import EvalConfig
 from gaze_rl.envs.factory import make_vec_env
 from gaze_rl.envs.spec import EnvSpec
 from gaze_rl.episodes import episode_stats, run_episodes
+from gaze_rl.errors import ConfigError
 from gaze_rl.runlog import write_json
 from gaze_rl.visualize import attention_of, overlays
 
 
 def result_stem(checkpoint: Path, seed: int, variant: str) -> str:
-    """File name (without suffix) of an evaluation's json and mp4: one per checkpoint, seed and variant."""
+    """File name (without suffix) of an evaluation's json and mp4: one per checkpoint, seed and variant
+    (`EnvSpec.variant_label()`: distract with its strength)."""
     return f"{checkpoint.stem}__seed{seed}" + (f"__{variant}" if variant != "none" else "")
 
 
@@ -30,8 +32,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     spec = EnvSpec(**{**run["env"], "num_envs": 1, "ignore_terminations": True})
     if cfg.variant is not None:
         spec.variant = cfg.variant
+    if cfg.distract_strength is not None:
+        if spec.variant != "distract":
+            raise ConfigError(f"--distract-strength is the strength of variant distract; the run was trained on "
+                              f"{spec.variant!r}: add --variant distract")
+        spec.distract_strength = cfg.distract_strength
     out_dir = cfg.out_dir or cfg.checkpoint.resolve().parent.parent / "eval"
-    stem = result_stem(cfg.checkpoint, cfg.seed, spec.variant)
+    stem = result_stem(cfg.checkpoint, cfg.seed, spec.variant_label())
     result_path, video_path = out_dir / f"{stem}.json", out_dir / f"{stem}.mp4"
     for path in (result_path, video_path if cfg.video else None):
         if path is not None and path.exists() and not cfg.overwrite:
@@ -61,7 +68,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         env.close()
     stats = episode_stats(episodes)
     summary = {
-        "checkpoint": str(cfg.checkpoint), "env_id": spec.env_id, "variant": spec.variant, "episodes": cfg.episodes, "seed": cfg.seed,
+        "checkpoint": str(cfg.checkpoint), "env_id": spec.env_id, "variant": spec.variant,
+        **({"distract_strength": spec.distract_strength} if spec.variant == "distract" else {}),
+        "episodes": cfg.episodes, "seed": cfg.seed,
         "deterministic": cfg.deterministic,
         **{key: stats[key] for key in ("success_once", "success_at_end", "return_mean", "return_std")},
         "per_episode": episodes,
@@ -74,7 +83,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
         imageio.mimwrite(video_path, frames, fps=20, macro_block_size=1)
         summary["video"] = str(video_path)
-    print(f"{spec.env_id} ({spec.variant}): success_once {summary['success_once']:.2f}  success_at_end "
+    print(f"{spec.env_id} ({spec.variant_label()}): success_once {summary['success_once']:.2f}  success_at_end "
           f"{summary['success_at_end']:.2f}  return {summary['return_mean']:.2f} +- {summary['return_std']:.2f} "
           f"over {cfg.episodes} episodes"
           + (f"  attention-on-target {summary['attention_on_target']:.3f} (uniform {summary['attention_on_target_chance']:.3f})"

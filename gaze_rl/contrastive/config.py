@@ -15,6 +15,7 @@ from gaze_rl.errors import ConfigError
 from gaze_rl.validation import Validated
 
 KNN_BACKENDS = ("auto", "faiss", "torch")
+FRESH_UPDATES = 16  # buffer_size None: the feature buffer holds the states of this many contrastive updates
 PROJECTIONS = ("trained", "frozen", "none")
 
 # CLI types built from the registries, so a new rule or label is one registry entry.
@@ -26,8 +27,10 @@ LabelName = Literal[LABEL_NAMES]  # type: ignore[valid-type]
 class ContrastiveConfig(Validated):
     """Settings of the return-guided contrastive loss (method `gaze`)."""
 
-    buffer_size: int = 100_000
-    """States kept in the circular feature buffer (paper default 100k; ablated at ~20k and 200k)."""
+    buffer_size: int | None = None
+    """States kept in the circular feature buffer; None = the states of the last FRESH_UPDATES (16) contrastive updates (GazePPO: n_steps x n_envs x update_every each, 1,600 on the CPU protocol; GazeSAC: sac_update_interval x update_every), because stored maps go stale as RL trains the encoder: 1k env steps apart the same frame's maps have cosine 0.91 and the gaze's mean on them differs by 3.7 cells, 7k apart 0.63 and 9.3 cells (results/signal/staleness). The paper keeps 100k states (ablated at ~20k and 200k), which a CPU run never evicts."""
+    mining_pool: int = 4096
+    """States an update mines among: all of them while the buffer holds at most this many, else a fresh uniform sample of this many per update, so that the update's cost (k-NN search, label split) stays flat however large the buffer (results/speed/); 0 = always the whole buffer."""
     num_anchors: int = 128
     """Anchors sampled per update (third-party port: 128)."""
     k: int = 16
@@ -76,14 +79,17 @@ class ContrastiveConfig(Validated):
     """Also let RL gradients train the gaze head (the paper splits: contrastive only)."""
 
     def check(self) -> None:
-        positive = {"buffer_size": self.buffer_size, "num_anchors": self.num_anchors, "k": self.k,
+        positive = {"buffer_size": 1 if self.buffer_size is None else self.buffer_size, "num_anchors": self.num_anchors, "k": self.k,
                     "key_dim": self.key_dim, "update_every": self.update_every,
                     "sac_update_interval": self.sac_update_interval,
                     "steps_per_update": self.steps_per_update}
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"contrastive {name} must be >= 1 (got {value})")
-        if self.k >= self.buffer_size:
+        if self.mining_pool < 0 or 0 < self.mining_pool <= self.k:
+            raise ConfigError(f"contrastive mining_pool must be 0 (the whole buffer) or > k ({self.k}) "
+                             f"(got {self.mining_pool})")
+        if self.buffer_size is not None and self.k >= self.buffer_size:
             raise ConfigError(f"contrastive k ({self.k}) must be smaller than buffer_size ({self.buffer_size})")
         if self.margin < 0 or self.triplet_weight < 0 or self.spread_weight < 0:
             raise ConfigError("contrastive margin and loss weights must be >= 0")

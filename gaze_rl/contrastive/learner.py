@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from gaze_rl.contrastive.buffer import FeatureBuffer
-from gaze_rl.contrastive.config import ContrastiveConfig
+from gaze_rl.contrastive.config import FRESH_UPDATES, ContrastiveConfig
 from gaze_rl.contrastive.labels import shuffle_labels
 from gaze_rl.contrastive.losses import spread_regularizer, triplet_hinge
-from gaze_rl.contrastive.mining import make_knn, mine_triplets, sample_anchors
+from gaze_rl.contrastive.mining import make_knn, mine_triplets, return_threshold, sample_anchors
 from gaze_rl.contrastive.returns import buffer_labels
 from gaze_rl.nets.attention import GazeParams
 from gaze_rl.nets.extractor import GazeExtractor
@@ -37,7 +37,10 @@ from gaze_rl.nets.extractor import GazeExtractor
 class ContrastiveLearner:
     """Feature buffer + miner + gaze optimizer for one GazeExtractor."""
 
-    def __init__(self, extractor: GazeExtractor, config: ContrastiveConfig, seed: int = 0):
+    def __init__(self, extractor: GazeExtractor, config: ContrastiveConfig, seed: int = 0,
+                 states_per_update: int = 128):
+        """:param states_per_update: states the buffer gains between two updates (GazePPO: a
+            rollout); with `buffer_size` None the buffer holds FRESH_UPDATES times this many."""
         if not extractor.has_gaze:
             raise ValueError(
                 "the contrastive loss trains a Gaussian gaze, but this policy's attention is "
@@ -56,7 +59,9 @@ class ContrastiveLearner:
         params = list(extractor.attention.parameters()) + [p for p in self.projection.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
         self._buffer: FeatureBuffer | None = None  # allocated on first use, see reserve()
-        self._capacity = config.buffer_size
+        fresh = max(FRESH_UPDATES * int(states_per_update), config.k + 1)
+        self.max_capacity = fresh if config.buffer_size is None else config.buffer_size  # reserve()'s limit
+        self._capacity = self.max_capacity
         self.knn = make_knn(config.knn_backend, self.device)
         self.generator = torch.Generator().manual_seed(seed)
         self.num_updates = 0  # Adam steps taken
@@ -81,11 +86,11 @@ class ContrastiveLearner:
         return self._buffer
 
     def reserve(self, more: int) -> None:
-        """Sizes the buffer for `more` states to come on top of those it holds, up to buffer_size,
-        so that a 1k-step run does not hold 100k feature maps. A buffer in use only grows,
+        """Sizes the buffer for `more` states to come on top of those it holds, up to max_capacity,
+        so that a short run does not hold a full buffer of feature maps. A buffer in use only grows,
         keeping its states with all their columns (FeatureBuffer.grown)."""
         held = 0 if self._buffer is None else len(self._buffer)
-        capacity = min(self.config.buffer_size, max(held + int(more), self.config.k + 1))
+        capacity = min(self.max_capacity, max(held + int(more), self.config.k + 1))
         if self._buffer is None:
             self._capacity = capacity
         elif capacity > self._buffer.capacity:
@@ -118,20 +123,25 @@ class ContrastiveLearner:
         start = time.perf_counter()
         labels = buffer_labels(self.buffer, cfg.label)
         metrics.update(label_stats(labels, self.buffer.steps, self.generator))
-        self.knn.build(self.buffer.keys)  # fp16 as stored; each backend computes in fp32
-        search_k = self._search_k()
+        pool = self._mining_pool()  # slots this update mines among
+        metrics["gaze/pool_size"] = float(len(pool))
+        keys, labels = self.buffer.keys[pool], labels[pool]
+        episodes, steps = self.buffer.episodes[pool], self.buffer.steps[pool]
+        # The split depends on the labels' values only, which shuffling keeps: computed once per update.
+        split = cfg.threshold if cfg.threshold is not None else return_threshold(labels, cfg.quantile)
+        self.knn.build(keys)  # fp16 as stored; each backend computes in fp32
+        search_k = self._search_k(episodes)
         sums: dict[str, tuple[float, int]] = {}
         steps_taken, out, mining_s = 0, None, time.perf_counter() - start
         for _ in range(cfg.steps_per_update):
             mine_start = time.perf_counter()
             step_labels = labels
             if cfg.shuffle_labels:  # the control: any structure left in the labels is noise
-                step_labels = shuffle_labels(labels, cfg.shuffle_by, self.generator, self.buffer.episodes,
-                                             self.buffer.steps)
-            anchors = sample_anchors(len(self.buffer), cfg.num_anchors, self.generator).to(self.device)
-            _, neighbors = self.knn.search(self.buffer.keys[anchors], search_k)
-            triplets = mine_triplets(neighbors, anchors, step_labels, cfg.rule, cfg.threshold, cfg.quantile,
-                                     self.buffer.episodes, self.buffer.steps, cfg.exclude_window)
+                step_labels = shuffle_labels(labels, cfg.shuffle_by, self.generator, episodes, steps)
+            anchors = sample_anchors(len(pool), cfg.num_anchors, self.generator).to(self.device)
+            _, neighbors = self.knn.search(keys[anchors], search_k)
+            triplets = mine_triplets(neighbors, anchors, step_labels, cfg.rule, split, cfg.quantile,
+                                     episodes, steps, cfg.exclude_window)
             mining_s += time.perf_counter() - mine_start
             _accumulate(sums, {"num_triplets": float(len(triplets)), "valid_fraction": triplets.valid_fraction,
                                "same_episode_fraction": triplets.same_episode_fraction,
@@ -139,7 +149,7 @@ class ContrastiveLearner:
             metrics["gaze/single_class"] = float(triplets.single_class)
             if len(triplets) == 0:
                 continue  # no label variation among neighbours: nothing to learn from
-            index = torch.cat([triplets.anchor, triplets.positive, triplets.negative])
+            index = pool[torch.cat([triplets.anchor, triplets.positive, triplets.negative])]
             out = self.extractor.attention(self.buffer.features[index].float())
             z_anchor, z_pos, z_neg = self.projection(out.features.flatten(1)).chunk(3)
             hinge = triplet_hinge(z_anchor, z_pos, z_neg, cfg.margin)
@@ -168,7 +178,16 @@ class ContrastiveLearner:
         return metrics
 
 
-    def _search_k(self) -> int:
+    def _mining_pool(self) -> torch.Tensor:
+        """Slots of the states this update mines among: all of them, or a uniform sample of
+        `mining_pool` once the buffer holds more, so that the update's cost stops growing with
+        the buffer (the k-NN search and the label split scan the pool, not the buffer)."""
+        held, pool = len(self.buffer), self.config.mining_pool
+        if pool == 0 or held <= pool:
+            return torch.arange(held, device=self.device)
+        return torch.randperm(held, generator=self.generator)[:pool].to(self.device)
+
+    def _search_k(self, episodes: torch.Tensor) -> int:
         """Neighbours to search: k plus the anchor, plus as many as the exclusion can drop, so
         that k candidates remain (a state's nearest neighbours are mostly its own episode's)."""
         cfg = self.config
@@ -177,8 +196,8 @@ class ContrastiveLearner:
         if cfg.exclude_window > 0:
             dropped = 2 * cfg.exclude_window
         else:
-            dropped = int(torch.unique(self.buffer.episodes, return_counts=True)[1].max()) - 1
-        return min(cfg.k + 1 + dropped, len(self.buffer))
+            dropped = int(torch.unique(episodes, return_counts=True)[1].max()) - 1
+        return min(cfg.k + 1 + dropped, len(episodes))
 
 
 def _accumulate(sums: dict[str, tuple[float, int]], values: dict[str, float]) -> None:

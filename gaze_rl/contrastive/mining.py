@@ -222,19 +222,19 @@ class Triplets:
         return self.anchor.numel()
 
 
-def return_threshold(returns: Tensor, quantile: float = 0.5) -> float | None:
-    """Split of the class-based rules: the ``quantile`` of the finite returns, moved to a value
-    boundary that leaves both classes (``> split``, ``<= split``) non-empty.
+def return_threshold(labels: Tensor, quantile: float = 0.5) -> float | None:
+    """Split of the class-based rules: the ``quantile`` of the finite labels (returns), moved to a
+    value boundary that leaves both classes (``> split``, ``<= split``) non-empty.
 
-    Our choice (the paper does not give its threshold). Tied returns always stay in one class;
+    Our choice (the paper does not give its threshold). Tied labels always stay in one class;
     when the quantile falls on a tie at the maximum (e.g. binary success with success > 50%)
-    the split moves down to the next lower distinct value, so "high" = the best returns seen
-    and mining never stalls while returns differ. NaN/Inf are ignored. Returns None when fewer
+    the split moves down to the next lower distinct value, so "high" = the best labels seen
+    and mining never stalls while labels differ. NaN/Inf are ignored. Returns None when fewer
     than two distinct finite values exist (a single class: nothing to contrast).
     """
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}; use 0.5 for the median.")
-    finite = returns.detach().float()
+    finite = labels.detach().float()
     finite = finite[torch.isfinite(finite)]
     distinct = torch.unique(finite)  # sorted
     if distinct.numel() < 2:
@@ -243,12 +243,10 @@ def return_threshold(returns: Tensor, quantile: float = 0.5) -> float | None:
     return float(split.clamp(distinct[0], distinct[-2]))
 
 
-
-
 def mine_triplets(
     neighbors: Tensor,
     anchors: Tensor,
-    returns: Tensor,
+    labels: Tensor,
     rule: str = "class",
     threshold: float | None = None,
     quantile: float = 0.5,
@@ -261,8 +259,8 @@ def mine_triplets(
     :param neighbors: ``(Q, k)`` buffer indices of each anchor's nearest neighbours,
         nearest first. The anchor itself and ``-1`` padding (from faiss) are skipped.
     :param anchors: ``(Q,)`` buffer indices of the anchors.
-    :param returns: ``(N,)`` label (return) of every buffer slot; NaN/Inf labels are
-        excluded (as anchors and as neighbours) and counted in ``skipped_nonfinite``.
+    :param labels: ``(N,)`` label of every buffer slot (a return: gaze_rl.contrastive.labels);
+        NaN/Inf labels are excluded (as anchors and as neighbours) and counted in ``skipped_nonfinite``.
     :param rule: a name of :data:`MINING_RULES`; the positive and the negative are the
         nearest neighbours that the rule's masks allow.
     :param threshold: split of the class-based rules; ``None`` = :func:`return_threshold`
@@ -276,6 +274,50 @@ def mine_triplets(
     :return: the triplets of the anchors that have both a positive and a negative among their
         neighbours, on the neighbours' device; empty (never an error) when there are none.
     """
+    _check_mining_args(neighbors, anchors, labels, rule, exclude_window, episodes, steps)
+    device = neighbors.device
+    num_anchors = anchors.shape[0]
+    labels = labels.detach().to(device=device, dtype=torch.float32)
+    finite = torch.isfinite(labels)
+    skipped = int((~finite).sum())
+    empty = torch.empty(0, dtype=torch.int64, device=device)
+    if num_anchors == 0 or neighbors.shape[1] == 0:
+        return Triplets(empty, empty.clone(), empty.clone(), num_anchors, skipped)
+    if int(neighbors.max()) >= labels.shape[0] or int(anchors.max()) >= labels.shape[0]:
+        raise ValueError(
+            f"neighbor/anchor indices must be < len(labels) = {labels.shape[0]}; "
+            "search the same buffer whose labels are passed."
+        )
+
+    spec = MINING_RULES[rule]
+    split = None
+    if spec.uses_split:
+        split = return_threshold(labels, quantile) if threshold is None else float(threshold)
+        if split is None:  # fewer than two distinct finite labels
+            return Triplets(empty, empty.clone(), empty.clone(), num_anchors, skipped, single_class=True)
+
+    neighbors = neighbors.long()
+    anchors = anchors.to(device=device, dtype=torch.int64)
+    safe = neighbors.clamp(min=0)  # padding rows are masked out by `valid`
+    valid, same_episode_fraction, excluded_fraction = _usable_neighbours(neighbors, anchors, episodes, steps,
+                                                                         exclude_window)
+    valid = valid & finite[safe] & finite[anchors][:, None]
+    pos_mask, neg_mask = spec.fn(labels[safe], labels[anchors][:, None], split)
+    rows, positive, negative = _nearest_positive_and_negative(neighbors, pos_mask & valid, neg_mask & valid)
+    return Triplets(
+        anchor=anchors[rows],
+        positive=positive,
+        negative=negative,
+        num_anchors=num_anchors,
+        skipped_nonfinite=skipped,
+        same_episode_fraction=same_episode_fraction,
+        excluded_fraction=excluded_fraction,
+    )
+
+
+def _check_mining_args(neighbors: Tensor, anchors: Tensor, labels: Tensor, rule: str, exclude_window: int,
+                       episodes: Tensor | None, steps: Tensor | None) -> None:
+    """mine_triplets' arguments, checked before any work (an error names the fix)."""
     if rule not in MINING_RULES:
         raise ValueError(f"unknown triplet rule {rule!r}; choose one of {TRIPLET_RULES}.")
     if exclude_window < -1:
@@ -287,68 +329,45 @@ def mine_triplets(
             f"anchors must have shape ({neighbors.shape[0]},) to match neighbors, got {tuple(anchors.shape)}; "
             "pass one anchor index per row of neighbors."
         )
-    if returns.dim() != 1:
-        raise ValueError(f"returns must have shape (N,), got {tuple(returns.shape)}; pass the buffer's returns.")
+    if labels.dim() != 1:
+        raise ValueError(f"labels must have shape (N,), got {tuple(labels.shape)}; pass the buffer's labels.")
     if exclude_window != 0 and (episodes is None or steps is None):
         raise ValueError("exclude_window needs the episodes and steps of the buffer; pass both or exclude_window=0.")
 
-    device = neighbors.device
-    num_anchors = anchors.shape[0]
-    returns = returns.detach().to(device=device, dtype=torch.float32)
-    finite = torch.isfinite(returns)
-    skipped = int((~finite).sum())
-    empty = torch.empty(0, dtype=torch.int64, device=device)
-    if num_anchors == 0 or neighbors.shape[1] == 0:
-        return Triplets(empty, empty.clone(), empty.clone(), num_anchors, skipped)
-    if int(neighbors.max()) >= returns.shape[0] or int(anchors.max()) >= returns.shape[0]:
-        raise ValueError(
-            f"neighbor/anchor indices must be < len(returns) = {returns.shape[0]}; "
-            "search the same buffer whose returns are passed."
-        )
 
-    spec = MINING_RULES[rule]
-    split = None
-    if spec.uses_split:
-        split = return_threshold(returns, quantile) if threshold is None else float(threshold)
-        if split is None:  # fewer than two distinct finite labels
-            return Triplets(empty, empty.clone(), empty.clone(), num_anchors, skipped, single_class=True)
-
-    neighbors = neighbors.long()
-    anchors = anchors.to(device=device, dtype=torch.int64)
-    safe = neighbors.clamp(min=0)  # padding rows are masked out by `valid`
+def _usable_neighbours(neighbors: Tensor, anchors: Tensor, episodes: Tensor | None, steps: Tensor | None,
+                       exclude_window: int) -> tuple[Tensor, float, float]:
+    """The exclusion mask: (Q, k) True where a neighbour may serve its anchor (not padding, not the
+    anchor itself, not dropped by the episode exclusion), with the share of the (non-padding,
+    non-anchor) neighbours that come from the anchor's episode (NaN without episodes) and the share
+    the exclusion dropped."""
+    safe = neighbors.clamp(min=0)
     valid = (neighbors >= 0) & (neighbors != anchors[:, None])
-    same_episode_fraction = float("nan")
-    excluded_fraction = 0.0
-    if episodes is not None:
-        episodes = episodes.to(device)
-        same = valid & (episodes[safe] == episodes[anchors][:, None])
-        n_valid = int(valid.sum())
-        same_episode_fraction = float(same.sum()) / n_valid if n_valid else float("nan")
-        if exclude_window != 0:
-            drop = same
-            if exclude_window > 0:
-                steps = steps.to(device)  # type: ignore[union-attr]
-                drop = same & ((steps[safe] - steps[anchors][:, None]).abs() <= exclude_window)
-            excluded_fraction = float(drop.sum()) / n_valid if n_valid else 0.0
-            valid = valid & ~drop
-    valid = valid & finite[safe] & finite[anchors][:, None]
-    pos_mask, neg_mask = spec.fn(returns[safe], returns[anchors][:, None], split)
-    pos_mask, neg_mask = pos_mask & valid, neg_mask & valid
+    if episodes is None:
+        return valid, float("nan"), 0.0
+    episodes = episodes.to(neighbors.device)
+    same = valid & (episodes[safe] == episodes[anchors][:, None])
+    n_valid = int(valid.sum())
+    same_episode_fraction = float(same.sum()) / n_valid if n_valid else float("nan")
+    if exclude_window == 0:
+        return valid, same_episode_fraction, 0.0
+    drop = same
+    if exclude_window > 0:
+        steps = steps.to(neighbors.device)  # type: ignore[union-attr]
+        drop = same & ((steps[safe] - steps[anchors][:, None]).abs() <= exclude_window)
+    excluded_fraction = float(drop.sum()) / n_valid if n_valid else 0.0
+    return valid & ~drop, same_episode_fraction, excluded_fraction
 
-    # argmax returns the first maximal entry, i.e. the nearest qualifying neighbour.
+
+def _nearest_positive_and_negative(neighbors: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The rows (anchors) with both a positive and a negative neighbour, and those neighbours'
+    buffer indices: the nearest (first) of each, neighbours being ordered nearest first."""
     keep = pos_mask.any(dim=1) & neg_mask.any(dim=1)
+    # argmax returns the first maximal entry, i.e. the nearest qualifying neighbour.
     pos_col = pos_mask.to(torch.uint8).argmax(dim=1)
     neg_col = neg_mask.to(torch.uint8).argmax(dim=1)
     rows = keep.nonzero(as_tuple=True)[0]
-    return Triplets(
-        anchor=anchors[rows],
-        positive=neighbors[rows, pos_col[rows]],
-        negative=neighbors[rows, neg_col[rows]],
-        num_anchors=num_anchors,
-        skipped_nonfinite=skipped,
-        same_episode_fraction=same_episode_fraction,
-        excluded_fraction=excluded_fraction,
-    )
+    return rows, neighbors[rows, pos_col[rows]], neighbors[rows, neg_col[rows]]
 
 
 def sample_anchors(

@@ -14,9 +14,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from gaze_rl.envs.batched import ManiSkillBatchedVecEnv
 from gaze_rl.envs.fast_render import resolve_render_quality
 from gaze_rl.envs.single import default_render_backend, make_single_env
-from gaze_rl.envs.spec import OBS_MODES, SIM_BACKENDS, TESTED_ENV_IDS, EnvSpec
+from gaze_rl.envs.spec import OBS_MODES, SIM_BACKENDS, TESTED_ENV_IDS, EnvSpec, check_distract_strength
 from gaze_rl.envs.variants import VARIANTS, task_env_id
 from gaze_rl.errors import ConfigError
+from gaze_rl.runtime import tune_malloc
 
 
 class WorkerGuard(VecEnvWrapper):
@@ -92,6 +93,7 @@ def check_spec(spec: EnvSpec) -> None:
     check_env_id(spec.env_id)
     if spec.variant not in VARIANTS:
         raise ConfigError(f"unknown variant {spec.variant!r}; valid choices: {', '.join(VARIANTS)}")
+    check_distract_strength(spec.distract_strength)
     try:
         resolve_render_quality(spec.render_quality, default_render_backend())
     except ValueError as err:  # names the choices
@@ -99,6 +101,9 @@ def check_spec(spec: EnvSpec) -> None:
     if spec.render_quality == "fast" and resolve_sim_backend(spec.sim_backend) == "physx_cuda":
         raise ConfigError("render_quality 'fast' is for CPU physics (one process per env); with physx_cuda "
                          "SAPIEN renders on the GPU: use render_quality 'full' or 'auto', or sim_backend 'physx_cpu'")
+    if spec.variant == "distract" and resolve_sim_backend(spec.sim_backend) == "physx_cuda":
+        raise ConfigError("variant 'distract' changes materials and lights per episode, which the sub-envs of a "
+                          "GPU-batched sim share: use --sim-backend physx_cpu (GPU rendering still works)")
     if spec.gaze_targets and resolve_sim_backend(spec.sim_backend) == "physx_cuda":
         raise ConfigError("the oracle gaze's targets (method gaze-oracle) are projected per CPU env; "
                           "use --sim-backend physx_cpu (GPU rendering still works)")
@@ -106,8 +111,10 @@ def check_spec(spec: EnvSpec) -> None:
 
 def ignoring_ctrl_c(make_env: Callable[[], Any]) -> Any:
     """Builds an env inside a worker process that ignores Ctrl-C: the terminal sends it to every
-    process, and SB3's worker would exit on it; the trainer stops the run at a rollout start."""
+    process, and SB3's worker would exit on it; the trainer stops the run at a rollout start.
+    The worker gets gaze_rl's allocator setting too (gaze_rl.runtime.tune_malloc)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tune_malloc()
     return make_env()
 
 
@@ -145,7 +152,8 @@ def make_vec_env(spec: EnvSpec | None = None, *, seed: int | None = None, **over
         kwargs: dict[str, Any] = dict(
             image_size=spec.image_size, include_state=include_state, control_mode=spec.control_mode,
             reward_scale=spec.reward_scale, ignore_terminations=spec.ignore_terminations,
-            render_quality=spec.render_quality, render_backend=default_render_backend(), env_kwargs=spec.env_kwargs,
+            render_quality=spec.render_quality, render_backend=default_render_backend(),
+            env_kwargs={**spec.env_kwargs, **spec.variant_kwargs()},
             privileged_state=spec.privileged_state, gaze_targets=spec.gaze_targets,
         )
         env_fns = [lambda: make_single_env(spec.env_id, variant=spec.variant, **kwargs) for _ in range(spec.num_envs)]

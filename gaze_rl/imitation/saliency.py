@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from gaze_rl.errors import ConfigError
-from gaze_rl.segmentation.targets import TaskTargets, pool_to_grid
+from gaze_rl.segmentation.targets import TaskTargets, sum_pool_to_grid
 
 SHAPES = ("gaussian", "mask")
 
@@ -217,7 +217,7 @@ def grid_distribution(maps: np.ndarray, height: int, width: int, eps: float = 0.
     """
     if eps < 0:
         raise ConfigError(f"saliency eps must be >= 0 (got {eps})")
-    pooled = pool_to_grid(maps, height, width)
+    pooled = sum_pool_to_grid(maps, height, width)
     cells = height * width
     total = pooled.sum(axis=(-2, -1), keepdims=True)
     g = np.where(total > 0, pooled / np.where(total > 0, total, 1), 1.0 / cells)

@@ -25,7 +25,7 @@ from gaze_rl.envs.task_objects import GAZE_TARGET_KEY
 from gaze_rl.methods import method_spec
 from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, NoAttention, OracleGaze, make_attention, reweight
 from gaze_rl.nets.augment import make_augment
-from gaze_rl.nets.encoders import channel_last_hint, checked_map_shape, fitting_backbone, make_backbone
+from gaze_rl.nets.encoders import backbone_choice, channel_last_hint, checked_map_shape, make_backbone
 from gaze_rl.nets.levels import energy, fuse_levels, layer_outputs, layer_shapes, pool_to_grid
 from gaze_rl.nets.pruning import check_prune_source, check_top_k, prune_cells, pruned_features_dim
 
@@ -105,8 +105,8 @@ class GazeExtractor(BaseFeaturesExtractor):
         self.detach_attention = detach_attention
         self.augment = make_augment(augment)
         min_side = 1 if attention == "none" else 2
-        if backbone == "auto":
-            backbone = fitting_backbone(in_channels, height, width, min_side)
+        # backbone_reason: which backbone "auto" picked and why (GazePPO / GazeSAC print it)
+        backbone, self.backbone_reason = backbone_choice(backbone, in_channels, height, width, min_side)
         self.backbone = make_backbone(backbone, in_channels, height)
         self.map_shape = checked_map_shape(self.backbone, backbone, in_channels, height, width, min_side)
         channels, h, w = self.map_shape

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gaze_rl.nets.encoders import ChannelsLastConv
+
 # Modules whose output counts as a conv layer's output.
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh)
 
@@ -35,14 +37,15 @@ def layer_indices(backbone: nn.Sequential) -> list[int]:
 
 
 def layer_outputs(backbone: nn.Sequential, images: Tensor) -> list[Tensor]:
-    """Outputs of every conv layer, shallow to deep; the last one equals `backbone(images)`."""
+    """Outputs of every conv layer, shallow to deep (contiguous); the last one equals
+    `backbone(images)`, in the memory layout the backbone runs in (ChannelsLastConv.layout)."""
     wanted = set(layer_indices(backbone))
     outputs = []
-    x = images
+    x = ChannelsLastConv.layout(images) if isinstance(backbone, ChannelsLastConv) else images
     for i, module in enumerate(backbone):
         x = module(x)  # calling the module keeps forward hooks working (gaze_rl.analysis uses them)
         if i in wanted:
-            outputs.append(x)
+            outputs.append(x.contiguous())
     return outputs
 
 

@@ -3,9 +3,10 @@ task-relevant segmentation.
 
 For one observation: `aot = sum_cells a_cell * coverage_cell`, with a the policy's attention
 over feature-grid cells (summing to 1; `PolicyAttention`: the gaze / patch map, or the feature
-softmax `softmax_hw(sum_c |z_c| / beta)`, the baseline's energy map) and coverage the fraction of each cell's pixels that belong
-to a task-relevant actor (a hidden goal counts as a disc of radius sigma around its projection).
-Attention spread uniformly scores `chance` = the fraction of the image covered by targets;
+softmax `energy_softmax` = `softmax_hw(sum_c |z_c| / beta)`, the baseline's energy map) and
+coverage the fraction of each cell's pixels that belong to a task-relevant actor (a hidden goal
+counts as a disc of radius sigma around its projection). Attention spread uniformly scores
+`chance` = the fraction of the image covered by targets;
 `lift` = aot / chance (1 = no better than uniform). With a 4x4 grid (64 px images) a cell is
 16x16 px, so even attention on the right cell scores well below 1 for small objects: compare
 methods by the same grid, and by lift.
@@ -31,8 +32,10 @@ ATTENTION_MODES = ("auto", "map", "features")
 _TINY = 1e-12
 
 
-def feature_attention(features: Tensor, beta: float) -> Tensor:
-    """`softmax_hw(sum_c |z_c| / beta)`: (B, C, h, w) -> (B, h, w), each map sums to 1."""
+def energy_softmax(features: Tensor, beta: float) -> Tensor:
+    """The attention of a policy without an attention map of its own (the baseline's): the softmax over
+    cells of the feature energy, `softmax_hw(sum_c |z_c| / beta)`: (B, C, h, w) -> (B, h, w), each map
+    sums to 1. Not gaze_rl.analysis.energy_share, each cell's linear share of a layer's energy."""
     energy = features.abs().sum(dim=1) / beta
     return torch.softmax(energy.flatten(1), dim=1).view_as(energy)
 
@@ -69,7 +72,7 @@ def policy_attention(extractor: GazeExtractor, observations: dict[str, Tensor], 
         weights = out.weights
         grid = weights / weights.flatten(1).sum(dim=1).clamp_min(_TINY)[:, None, None]
         return PolicyAttention(grid=grid, weights=weights, params=out.params)
-    return PolicyAttention(grid=feature_attention(out.features, beta),
+    return PolicyAttention(grid=energy_softmax(out.features, beta),
                            weights=out.weights if has_attention_map(extractor) else None, params=out.params)
 
 
@@ -169,7 +172,7 @@ def segmented_eval_env(model: Any, spec: Any, actors: tuple[str, ...] | None = N
     env = VecTransposeImage(DummyVecEnv([lambda: make_segmented_env(
         spec.env_id, image_size=spec.image_size, control_mode=spec.control_mode,
         include_state=spec.obs_mode == "rgb+state", ignore_terminations=spec.ignore_terminations,
-        reward_scale=spec.reward_scale, env_kwargs=spec.env_kwargs, variant=getattr(spec, "variant", "none"),
+        reward_scale=spec.reward_scale, env_kwargs={**spec.env_kwargs, **spec.variant_kwargs()}, variant=spec.variant,
         render_quality=getattr(spec, "render_quality", "auto"), privileged_state=getattr(spec, "privileged_state", False),
         gaze_targets=getattr(spec, "gaze_targets", False))]))
     try:

@@ -106,9 +106,10 @@ def _overlap(n_pixels: int, n_cells: int) -> np.ndarray:
     return np.clip(hi - lo, 0.0, None)
 
 
-def pool_to_grid(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+def sum_pool_to_grid(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     """Exact area sum-pooling of (..., H, W) maps into a (..., height, width) grid; pixels split
-    between cells count in proportion (works when H is not a multiple of height)."""
+    between cells count in proportion (works when H is not a multiple of height). The networks'
+    pooling of feature maps, an adaptive average, is gaze_rl.nets.levels.pool_to_grid."""
     maps = np.asarray(maps, dtype=np.float64)
     rows = _overlap(maps.shape[-2], height)
     cols = _overlap(maps.shape[-1], width)
@@ -119,4 +120,4 @@ def coverage_grid(masks: np.ndarray, height: int, width: int) -> np.ndarray:
     """Fraction of each feature-grid cell covered by a (..., H, W) boolean mask."""
     masks = np.asarray(masks, dtype=np.float64)
     cell_area = masks.shape[-2] * masks.shape[-1] / (height * width)
-    return (pool_to_grid(masks, height, width) / cell_area).astype(np.float32)
+    return (sum_pool_to_grid(masks, height, width) / cell_area).astype(np.float32)

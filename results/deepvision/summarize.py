@@ -50,14 +50,17 @@ def main() -> None:
     (HERE / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
     lines = [
-        "| run | train return (last 10 ep.) | eval success | eval return | attention-on-target (lift) | image head params | policy params | mean L2 of action | energy lift conv1/2/3 | sensitivity target conv1/2/3 | sensitivity random conv1/2/3 |",
+        "| run | train return (last 10 ep.) | eval success | eval return | attention-on-target (lift) | image head params "
+        "| policy params | mean L2 of action | energy lift conv1/2/3 | sensitivity target conv1/2/3 "
+        "| sensitivity random conv1/2/3 |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['label']} | {fmt(r['train_return_last10'], '.2f')} | {r['success_once']:.2f} | {r['return_mean']:.2f} | "
             f"{r['policy_attention_on_target']:.3f} ({r['policy_attention_lift']:.2f}, {r['policy_attention_mode']}) | "
-            f"{r['image_head_params']:,} | {r['policy_params']:,} | {r['action_norm_mean']:.3f} | {' / '.join(f'{v:.2f}' for v in r['layer_lift'])} | "
+            f"{r['image_head_params']:,} | {r['policy_params']:,} | {r['action_norm_mean']:.3f} | "
+            f"{' / '.join(f'{v:.2f}' for v in r['layer_lift'])} | "
             f"{' / '.join(f'{v:.3f}' for v in r['layer_sensitivity_target'])} | "
             f"{' / '.join(f'{v:.3f}' for v in r['layer_sensitivity_control'])} |")
     (HERE / "summary.md").write_text("\n".join(lines) + "\n")

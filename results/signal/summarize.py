@@ -22,7 +22,8 @@ def table(path: Path) -> list[str]:
              f"Machine: {data['machine']['processor']}, {data['machine']['cpu_count']} CPUs, torch "
              f"{data['machine']['torch']}, {data['machine']['torch_threads']} thread; commit {data['git']['commit']}  ",
              f"Fixed: {', '.join(f'{k}={v}' for k, v in base.items())}; {settings['updates']} updates, "
-             f"{settings['episodes']} episodes x {settings.get('states_per_episode', 25)} states, seeds {settings['seeds']}; chance = {settings['chance']:.4f}",
+             f"{settings['episodes']} episodes x {settings.get('states_per_episode', 25)} states, seeds {settings['seeds']}; "
+             f"chance = {settings['chance']:.4f}",
              "", "| config | " + " | ".join(COLUMNS) + " |", "|" + " --- |" * (len(COLUMNS) + 1)]
     for row in rows:
         varied = ", ".join(f"{k}={v}" for k, v in row["config"].items() if k not in base) or "-"
