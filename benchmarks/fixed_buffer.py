@@ -154,13 +154,17 @@ def main() -> None:
     parser.add_argument("--real-label", default="episode", help="label of the real frames (e.g. success)")
     parser.add_argument("--arms", nargs="+", choices=tuple(ARMS), default=list(ARMS))
     parser.add_argument("--controls", action="store_true", help="also run each arm with shuffled labels")
+    parser.add_argument("--triplet-gaze", choices=("own", "anchor"), default="own",
+                        help="ContrastiveConfig.triplet_gaze: each map its own gaze, or the anchor's on all three")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     rows: list[dict[str, Any]] = []
     for kind in args.data:
-        config: dict[str, Any] = {} if kind == "synthetic" else {"label": args.real_label}
+        config: dict[str, Any] = {"triplet_gaze": args.triplet_gaze}
+        if kind == "real":
+            config["label"] = args.real_label
         real = real_data(args.real_episodes, args.real_discount) if kind == "real" else None
         variants = [(arm, False) for arm in args.arms] + [(arm, True) for arm in args.arms if args.controls]
         for arm, shuffled in variants:

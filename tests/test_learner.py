@@ -205,3 +205,20 @@ def test_a_mining_pool_bounds_the_search_and_mines_buffer_slots():
 def test_mining_pool_must_exceed_k():
     with pytest.raises(ConfigError, match=r"mining_pool must be 0 \(the whole buffer\) or > k \(16\)"):
         ContrastiveConfig(mining_pool=8, k=16)
+
+
+def test_anchor_gaze_reweights_all_three_maps_with_the_anchors_map():
+    """triplet_gaze 'anchor': the gaze runs on the anchors only and the positives and negatives are
+    compared through the anchor's map, so moving the gaze cannot separate them by position alone."""
+    learner = filled_learner(triplet_gaze="anchor", projection="none")
+    seen: list[int] = []
+    learner.extractor.attention.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+    maps = learner.buffer.features[:6].float()
+    out, attended = learner._attend(maps)
+    assert seen == [2] and out.weights.shape[0] == 2
+    torch.testing.assert_close(attended[2:4], maps[2:4] * out.weights[:, None])
+    torch.testing.assert_close(attended[4:6], maps[4:6] * out.weights[:, None])
+    before = [p.detach().clone() for p in learner.extractor.attention.parameters()]
+    metrics = learner.update()
+    assert metrics["gaze/steps_taken"] > 0 and np.isfinite(metrics["gaze/triplet_loss"])
+    assert any(not torch.equal(p, b) for p, b in zip(learner.extractor.attention.parameters(), before))

@@ -17,6 +17,7 @@ from gaze_rl.validation import Validated
 KNN_BACKENDS = ("auto", "faiss", "torch")
 FRESH_UPDATES = 16  # buffer_size None: the feature buffer holds the states of this many contrastive updates
 PROJECTIONS = ("trained", "frozen", "none")
+TRIPLET_GAZES = ("own", "anchor")
 
 # CLI types built from the registries, so a new rule or label is one registry entry.
 RuleName = Literal[TRIPLET_RULES]  # type: ignore[valid-type]
@@ -63,6 +64,8 @@ class ContrastiveConfig(Validated):
     """Width of the linear projection of attended features the loss compares; 0 = none (as projection 'none')."""
     projection: Literal["trained", "frozen", "none"] = "trained"
     """What the triplet loss compares: 'trained' = a linear projection trained with the gaze head (the port's); 'frozen' = a fixed random linear projection the optimizer does not train (so only the gaze can lower the loss); 'none' = the attended feature map itself, flattened."""
+    triplet_gaze: Literal["own", "anchor"] = "own"
+    """Which gaze re-weights the positive's and the negative's maps: 'own' = each its own (as the policy would see them); 'anchor' = the anchor's gaze on all three, so the loss falls only by looking where positive and negative differ in content. With 'own' and no projection, real runs lowered the loss by sending the two classes' gazes to opposite edges of the map, a position code that looks at nothing (results/signal/README.md)."""
     key_dim: int = 256
     """Dimension of the k-NN keys (random projection of the feature map)."""
     learning_rate: float = 3e-4
@@ -111,6 +114,8 @@ class ContrastiveConfig(Validated):
         if not isinstance(self.shuffle_labels, bool):
             raise ConfigError(f"shuffle_labels must be True or False (got {self.shuffle_labels!r}); choose what is "
                               f"permuted with shuffle_by ({', '.join(SHUFFLE_UNITS)})")
+        if self.triplet_gaze not in TRIPLET_GAZES:
+            raise ConfigError(f"unknown triplet_gaze {self.triplet_gaze!r}; valid choices: {', '.join(TRIPLET_GAZES)}")
         if self.projection not in PROJECTIONS:
             raise ConfigError(f"unknown projection {self.projection!r}; valid choices: {', '.join(PROJECTIONS)}")
         if self.projection_dim < 0:

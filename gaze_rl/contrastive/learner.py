@@ -30,7 +30,7 @@ from gaze_rl.contrastive.labels import shuffle_labels
 from gaze_rl.contrastive.losses import spread_regularizer, triplet_hinge
 from gaze_rl.contrastive.mining import make_knn, mine_triplets, return_threshold, sample_anchors
 from gaze_rl.contrastive.returns import buffer_labels
-from gaze_rl.nets.attention import GazeParams
+from gaze_rl.nets.attention import AttentionOutput, GazeParams, reweight
 from gaze_rl.nets.extractor import GazeExtractor
 
 
@@ -150,8 +150,8 @@ class ContrastiveLearner:
             if len(triplets) == 0:
                 continue  # no label variation among neighbours: nothing to learn from
             index = pool[torch.cat([triplets.anchor, triplets.positive, triplets.negative])]
-            out = self.extractor.attention(self.buffer.features[index].float())
-            z_anchor, z_pos, z_neg = self.projection(out.features.flatten(1)).chunk(3)
+            out, attended = self._attend(self.buffer.features[index].float())
+            z_anchor, z_pos, z_neg = self.projection(attended.flatten(1)).chunk(3)
             hinge = triplet_hinge(z_anchor, z_pos, z_neg, cfg.margin)
             trip = hinge.mean()
             spread = spread_regularizer(out.params.sigma, cfg.spread_target)
@@ -177,6 +177,18 @@ class ContrastiveLearner:
             metrics.update(gaze_param_stats(out.params))
         return metrics
 
+
+    def _attend(self, maps: torch.Tensor) -> tuple[AttentionOutput, torch.Tensor]:
+        """The gaze's output and the attended maps of stacked (anchor, positive, negative) maps:
+        each re-weighted by its own gaze, or all three by the anchor's (`triplet_gaze`)."""
+        attention = self.extractor.attention
+        if self.config.triplet_gaze == "own":
+            out = attention(maps)
+            return out, out.features
+        anchor, others = maps.chunk(3)[0], maps[len(maps) // 3:]
+        out = attention(anchor)  # params and map of the anchors only
+        shared = out.weights.repeat(2, 1, 1)
+        return out, torch.cat([out.features, reweight(others, shared, attention.residual)])
 
     def _mining_pool(self) -> torch.Tensor:
         """Slots of the states this update mines among: all of them, or a uniform sample of
