@@ -214,10 +214,12 @@ def test_anchor_gaze_reweights_all_three_maps_with_the_anchors_map():
     seen: list[int] = []
     learner.extractor.attention.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
     maps = learner.buffer.features[:6].float()
-    out, attended = learner._attend(maps)
-    assert seen == [2] and out.weights.shape[0] == 2
-    torch.testing.assert_close(attended[2:4], maps[2:4] * out.weights[:, None])
-    torch.testing.assert_close(attended[4:6], maps[4:6] * out.weights[:, None])
+    params, attended = learner._attend(maps)
+    assert seen == [2] and params.mu.shape[0] == 2
+    weights = learner.extractor.attention(maps[:2]).weights
+    torch.testing.assert_close(attended[:2], maps[:2] * weights[:, None])
+    torch.testing.assert_close(attended[2:4], maps[2:4] * weights[:, None])
+    torch.testing.assert_close(attended[4:6], maps[4:6] * weights[:, None])
     before = [p.detach().clone() for p in learner.extractor.attention.parameters()]
     metrics = learner.update()
     assert metrics["gaze/steps_taken"] > 0 and np.isfinite(metrics["gaze/triplet_loss"])

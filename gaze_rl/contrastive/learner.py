@@ -132,7 +132,7 @@ class ContrastiveLearner:
         self.knn.build(keys)  # fp16 as stored; each backend computes in fp32
         search_k = self._search_k(episodes)
         sums: dict[str, tuple[float, int]] = {}
-        steps_taken, out, mining_s = 0, None, time.perf_counter() - start
+        steps_taken, params, mining_s = 0, None, time.perf_counter() - start
         for _ in range(cfg.steps_per_update):
             mine_start = time.perf_counter()
             step_labels = labels
@@ -150,11 +150,11 @@ class ContrastiveLearner:
             if len(triplets) == 0:
                 continue  # no label variation among neighbours: nothing to learn from
             index = pool[torch.cat([triplets.anchor, triplets.positive, triplets.negative])]
-            out, attended = self._attend(self.buffer.features[index].float())
+            params, attended = self._attend(self.buffer.features[index].float())
             z_anchor, z_pos, z_neg = self.projection(attended.flatten(1)).chunk(3)
             hinge = triplet_hinge(z_anchor, z_pos, z_neg, cfg.margin)
             trip = hinge.mean()
-            spread = spread_regularizer(out.params.sigma, cfg.spread_target)
+            spread = spread_regularizer(params.sigma, cfg.spread_target)
             loss = cfg.triplet_weight * trip + cfg.spread_weight * spread
             if not torch.isfinite(loss):
                 # Never step on NaN/Inf: skip, count, and let the logs say so.
@@ -173,22 +173,23 @@ class ContrastiveLearner:
         metrics["gaze/steps_taken"] = float(steps_taken)
         metrics["gaze/skipped_nonfinite"] = float(self.skipped_nonfinite)
         metrics.update({f"gaze/{name}": value / count for name, (value, count) in sums.items()})
-        if out is not None:
-            metrics.update(gaze_param_stats(out.params))
+        if params is not None:
+            metrics.update(gaze_param_stats(params))
         return metrics
 
 
-    def _attend(self, maps: torch.Tensor) -> tuple[AttentionOutput, torch.Tensor]:
-        """The gaze's output and the attended maps of stacked (anchor, positive, negative) maps:
-        each re-weighted by its own gaze, or all three by the anchor's (`triplet_gaze`)."""
+    def _attend(self, maps: torch.Tensor) -> tuple[GazeParams, torch.Tensor]:
+        """The gaze's parameters and the attended maps of stacked (anchor, positive, negative)
+        maps: each re-weighted by its own gaze, or all three by the anchor's (`triplet_gaze`; the
+        parameters are then the anchors' only)."""
         attention = self.extractor.attention
-        if self.config.triplet_gaze == "own":
-            out = attention(maps)
-            return out, out.features
-        anchor, others = maps.chunk(3)[0], maps[len(maps) // 3:]
-        out = attention(anchor)  # params and map of the anchors only
-        shared = out.weights.repeat(2, 1, 1)
-        return out, torch.cat([out.features, reweight(others, shared, attention.residual)])
+        anchor_only = self.config.triplet_gaze == "anchor"
+        out: AttentionOutput = attention(maps.chunk(3)[0] if anchor_only else maps)
+        assert out.params is not None  # a Gaussian gaze (checked at construction)
+        if not anchor_only:
+            return out.params, out.features
+        others, shared = maps[len(maps) // 3:], out.weights.repeat(2, 1, 1)
+        return out.params, torch.cat([out.features, reweight(others, shared, attention.residual)])
 
     def _mining_pool(self) -> torch.Tensor:
         """Slots of the states this update mines among: all of them, or a uniform sample of
