@@ -73,7 +73,7 @@ class ContrastiveConfig(Validated):
     update_every: int = 1
     """Contrastive update every N training iterations: GazePPO's rollouts, GazeSAC's intervals of `sac_update_interval` env steps."""
     sac_update_interval: int = 128
-    """GazeSAC: a contrastive update after SAC's next train() every this many env steps (summed over envs, as num_timesteps counts them; times `update_every`; at most one per train()), instead of after every train() call; and a running episode that holds this many states hands them to the feature buffer unfinished (return-to-go bootstrapped with the critics), so at most this many per env wait in memory. Default 128: an update costs 0.3 s of CPU at 10k stored states, 2.1 s at 100k (84 px, one thread), <= 1.3% of SB3 SAC's 1.3 s per env step at 128 steps apart (README); ManiSkill's episodes (<= 100 steps) stay whole."""
+    """GazeSAC: a contrastive update after SAC's next train() every this many env steps (summed over envs, as num_timesteps counts them; times `update_every`; at most one per train()), instead of after every train() call; and a running episode that holds this many states hands them to the feature buffer unfinished (return-to-go bootstrapped with the critics), so at most this many per env wait in memory. Default 128: an update cost 0.3 s of CPU at 10k stored states, 2.1 s at 100k (84 px, one thread, mining the whole buffer, before mining_pool), <= 1.3% of SB3 SAC's 1.3 s per env step at 128 steps apart (README); ManiSkill's episodes (<= 100 steps) stay whole."""
     return_discount: float | None = None
     """Discount of every discounted label (to-go, episode, detrended); None = the algorithm's gamma. Not used by 'success'."""
     knn_backend: Literal["auto", "faiss", "torch"] = "auto"
@@ -82,7 +82,9 @@ class ContrastiveConfig(Validated):
     """Also let RL gradients train the gaze head (the paper splits: contrastive only)."""
 
     def check(self) -> None:
-        positive = {"buffer_size": 1 if self.buffer_size is None else self.buffer_size, "num_anchors": self.num_anchors, "k": self.k,
+        # buffer_size None: sized by the algorithm (FRESH_UPDATES updates' states)
+        sized = {} if self.buffer_size is None else {"buffer_size": self.buffer_size}
+        positive = {**sized, "num_anchors": self.num_anchors, "k": self.k,
                     "key_dim": self.key_dim, "update_every": self.update_every,
                     "sac_update_interval": self.sac_update_interval,
                     "steps_per_update": self.steps_per_update}

@@ -123,10 +123,10 @@ class ContrastiveLearner:
         start = time.perf_counter()
         labels = buffer_labels(self.buffer, cfg.label)
         metrics.update(label_stats(labels, self.buffer.steps, self.generator))
-        pool = self._mining_pool()  # slots this update mines among
-        metrics["gaze/pool_size"] = float(len(pool))
-        keys, labels = self.buffer.keys[pool], labels[pool]
-        episodes, steps = self.buffer.episodes[pool], self.buffer.steps[pool]
+        pool = self._mining_pool()  # slots this update mines among; None = all (views, no copies)
+        keys, labels, episodes, steps = (column if pool is None else column[pool]
+                                         for column in (self.buffer.keys, labels, self.buffer.episodes, self.buffer.steps))
+        metrics["gaze/pool_size"] = float(len(labels))
         # The split depends on the labels' values only, which shuffling keeps: computed once per update.
         split = cfg.threshold if cfg.threshold is not None else return_threshold(labels, cfg.quantile)
         self.knn.build(keys)  # fp16 as stored; each backend computes in fp32
@@ -138,7 +138,7 @@ class ContrastiveLearner:
             step_labels = labels
             if cfg.shuffle_labels:  # the control: any structure left in the labels is noise
                 step_labels = shuffle_labels(labels, cfg.shuffle_by, self.generator, episodes, steps)
-            anchors = sample_anchors(len(pool), cfg.num_anchors, self.generator).to(self.device)
+            anchors = sample_anchors(len(labels), cfg.num_anchors, self.generator).to(self.device)
             _, neighbors = self.knn.search(keys[anchors], search_k)
             triplets = mine_triplets(neighbors, anchors, step_labels, cfg.rule, split, cfg.quantile,
                                      episodes, steps, cfg.exclude_window)
@@ -149,7 +149,8 @@ class ContrastiveLearner:
             metrics["gaze/single_class"] = float(triplets.single_class)
             if len(triplets) == 0:
                 continue  # no label variation among neighbours: nothing to learn from
-            index = pool[torch.cat([triplets.anchor, triplets.positive, triplets.negative])]
+            index = torch.cat([triplets.anchor, triplets.positive, triplets.negative])
+            index = index if pool is None else pool[index]  # pool positions -> buffer slots
             params, attended = self._attend(self.buffer.features[index].float())
             z_anchor, z_pos, z_neg = self.projection(attended.flatten(1)).chunk(3)
             hinge = triplet_hinge(z_anchor, z_pos, z_neg, cfg.margin)
@@ -191,13 +192,13 @@ class ContrastiveLearner:
         others, shared = maps[len(maps) // 3:], out.weights.repeat(2, 1, 1)
         return out.params, torch.cat([out.features, reweight(others, shared, attention.residual)])
 
-    def _mining_pool(self) -> torch.Tensor:
-        """Slots of the states this update mines among: all of them, or a uniform sample of
-        `mining_pool` once the buffer holds more, so that the update's cost stops growing with
-        the buffer (the k-NN search and the label split scan the pool, not the buffer)."""
+    def _mining_pool(self) -> torch.Tensor | None:
+        """Slots of the states this update mines among: None = all of them, else a uniform
+        sample of `mining_pool` once the buffer holds more, so that the update's cost stops
+        growing with the buffer (the k-NN search and the label split scan the pool, not the buffer)."""
         held, pool = len(self.buffer), self.config.mining_pool
         if pool == 0 or held <= pool:
-            return torch.arange(held, device=self.device)
+            return None
         return torch.randperm(held, generator=self.generator)[:pool].to(self.device)
 
     def _search_k(self, episodes: torch.Tensor) -> int:
