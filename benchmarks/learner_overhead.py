@@ -48,7 +48,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import gaze_rl.algos.ppo as ppo_module
 from gaze_rl import ContrastiveConfig, GazePPO, gaze_policy_kwargs
-from gaze_rl.presets import Preset, load_preset, sb3_algo_kwargs
+from gaze_rl.configuration.presets import Preset, load_preset, sb3_algo_kwargs
 
 from _common import median, print_table, sync, time_call, write_result
 

@@ -46,8 +46,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from gaze_rl.commands.train import train
-    from gaze_rl.config import TrainConfig
-    from gaze_rl.curves import read_curve
+    from gaze_rl.configuration.commands import TrainConfig
+    from gaze_rl.runs.runlog import read_curve
 
     samples: list[tuple[float, int]] = []
     done = threading.Event()

@@ -33,9 +33,9 @@ import torch
 from stable_baselines3.common.vec_env import VecTransposeImage
 
 from gaze_rl.build import ALGO_CLASSES, load_run_config
-from gaze_rl.checkpoints import load_model
 from gaze_rl.envs.factory import make_vec_env
 from gaze_rl.envs.spec import EnvSpec
+from gaze_rl.runs.checkpoints import load_model
 
 from _common import machine_tag, median, print_table, write_result
 

@@ -2,7 +2,7 @@
 
 A grid's env-steps/s depend on what ran beside each run (two runs share a 2-core machine), so
 they cannot compare methods. This benchmark runs the bench's own `gaze-rl train` command
-(`bench_runs.train_args`: profile settings, 2 env processes, ...) for each method at two
+(`gaze_rl.bench.grid.train_args`: profile settings, 2 env processes, ...) for each method at two
 budgets, interleaved (round r: every method at both budgets), and records the CPU seconds of
 the whole process tree (trainer + env workers + lavapipe threads, sampled from /proc every
 0.5 s) and the wall time. The marginal CPU per env step, (cpu(long) - cpu(short)) /
@@ -25,8 +25,8 @@ from typing import Any
 
 import psutil
 
-from gaze_rl.bench_runs import RunSpec, cli_command, train_args
-from gaze_rl.config import BenchConfig
+from gaze_rl.bench.grid import RunSpec, cli_command, train_args
+from gaze_rl.configuration.commands import BenchConfig
 
 from _common import median, print_table, write_result
 

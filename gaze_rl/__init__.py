@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gaze_rl.algos import GazePPO, GazeSAC
+    from gaze_rl.configuration.methods import METHOD_NAMES as METHODS
     from gaze_rl.contrastive.config import ContrastiveConfig
     from gaze_rl.envs.factory import make_vec_env
     from gaze_rl.envs.spec import EnvSpec
-    from gaze_rl.methods import METHOD_NAMES as METHODS
     from gaze_rl.nets.extractor import GazeExtractor, gaze_policy_kwargs
 
 # public name -> (module, name there)
@@ -27,7 +27,7 @@ _WHERE = {
     "ContrastiveConfig": ("gaze_rl.contrastive.config", "ContrastiveConfig"),
     "EnvSpec": ("gaze_rl.envs.spec", "EnvSpec"),
     "make_vec_env": ("gaze_rl.envs.factory", "make_vec_env"),
-    "METHODS": ("gaze_rl.methods", "METHOD_NAMES"),
+    "METHODS": ("gaze_rl.configuration.methods", "METHOD_NAMES"),
     "GazeExtractor": ("gaze_rl.nets.extractor", "GazeExtractor"),
     "gaze_policy_kwargs": ("gaze_rl.nets.extractor", "gaze_policy_kwargs"),
 }

@@ -21,17 +21,17 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from gaze_rl.algos import GazePPO, GazeSAC
-from gaze_rl.config import GazeOptions, TrainConfig
+from gaze_rl.configuration.commands import GazeOptions, TrainConfig
+from gaze_rl.configuration.methods import method_spec
+from gaze_rl.configuration.presets import Preset, load_preset, sb3_algo_kwargs
 from gaze_rl.contrastive.config import ContrastiveConfig
 from gaze_rl.envs.factory import check_spec
 from gaze_rl.envs.spec import EnvSpec
 from gaze_rl.errors import ConfigError
 from gaze_rl.imitation.checkpoint import architecture_mismatches, load_state_into, read_pretrained
-from gaze_rl.methods import method_spec
 from gaze_rl.nets.encoders import checked_map_shape, make_backbone
 from gaze_rl.nets.extractor import gaze_policy_kwargs
 from gaze_rl.nets.pruning import check_top_k
-from gaze_rl.presets import Preset, load_preset, sb3_algo_kwargs
 from gaze_rl.runtime import last_malloc_tuning
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": GazePPO, "sac": GazeSAC}

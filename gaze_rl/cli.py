@@ -1,6 +1,6 @@
 """The `gaze-rl` command: `gaze-rl train|eval|analyze|bench|reference|demos|pretrain ...` (`--help` on each).
 
-Each subcommand is a config dataclass (gaze_rl.config) and a run function in gaze_rl.commands,
+Each subcommand is a config dataclass (gaze_rl.configuration.commands) and a run function in gaze_rl.commands,
 imported only once its subcommand is chosen, so that `--help` and bad options answer without
 loading torch, SB3 or ManiSkill.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import tyro
 
-from gaze_rl.config import (
+from gaze_rl.configuration.commands import (
     AnalyzeConfig,
     BenchConfig,
     DemosConfig,

@@ -5,7 +5,7 @@ An arm is `LABEL=FOLDER:METHOD` (a grid's curves folder, as results/grid/*/curve
 and the method part of its run names); the first arm is the reference every other is compared
 with. Per seed: final success = mean success_once over the last 10% of the step grid, AUC = the
 area under the success curve over the step range, and each difference with its interval and p
-(gaze_rl.curves: success_scores, seed_difference, which `gaze-rl bench` writes as its
+(gaze_rl.bench.curves: success_scores, seed_difference, which `gaze-rl bench` writes as its
 `*_diff_vs_baseline*` columns too); per-arm means carry 95% bootstrap intervals over seeds.
 The step grid here is 60 points up to --last-step (the committed differences.md tables); the
 bench's is 20 points up to its shortest run, so its columns differ a little (PushCube gaze's
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gaze_rl.curves import SUCCESS_SCORES, bootstrap_ci, on_grid, read_curve, seed_difference, success_scores
+from gaze_rl.bench.curves import SUCCESS_SCORES, bootstrap_ci, on_grid, seed_difference, success_scores
+from gaze_rl.runs.runlog import read_curve
 
 GRID_POINTS = 60
 RUN_NAME = re.compile(r"(?P<env>[^_]+)__(?P<algo>[^_]+)__(?P<method>.+)__s(?P<seed>\d+)\.csv$")

@@ -57,9 +57,9 @@ def test_extractor_shifts_only_in_training_mode():
 
 
 def test_bench_arm_with_an_augment_trains_the_method_with_it():
-    from gaze_rl.bench_runs import RunSpec, train_args
-    from gaze_rl.config import BenchConfig
-    from gaze_rl.methods import parse_arm
+    from gaze_rl.bench.grid import RunSpec, train_args
+    from gaze_rl.configuration.commands import BenchConfig
+    from gaze_rl.configuration.methods import parse_arm
 
     args = train_args(RunSpec("PushCube-v1", "ppo", "gaze+shift", 0), BenchConfig())
     assert args[args.index("--method") + 1] == "gaze" and args[args.index("--augment") + 1] == "shift"

@@ -11,8 +11,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gaze_rl.cli import main
-from gaze_rl.config import TrainConfig
-from gaze_rl.runlog import write_json
+from gaze_rl.configuration.commands import TrainConfig
+from gaze_rl.runs.runlog import write_json
 
 from conftest import error_of
 

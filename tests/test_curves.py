@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gaze_rl import bench_runs
-from gaze_rl.bench_runs import BENCH_ARGS_FILE, RunSpec, grid_of, train_args, train_command
-from gaze_rl.checkpoints import latest_checkpoint
-from gaze_rl.commands.bench import bench, run_grid
-from gaze_rl.config import BenchConfig
-from gaze_rl.curves import band, bootstrap_ci, efficiency_ratio, normalised_auc, on_grid, steps_to_reach
+from gaze_rl.bench import grid as bench_grid
+from gaze_rl.bench.curves import band, bootstrap_ci, efficiency_ratio, normalised_auc, on_grid, steps_to_reach
+from gaze_rl.bench.grid import BENCH_ARGS_FILE, RunSpec, grid_of, train_args, train_command
+from gaze_rl.bench.train import run_grid
+from gaze_rl.commands.bench import bench
+from gaze_rl.configuration.commands import BenchConfig
 from gaze_rl.errors import ConfigError
-from gaze_rl.runlog import CURVE_COLUMNS
+from gaze_rl.runs.checkpoints import latest_checkpoint
+from gaze_rl.runs.runlog import CURVE_COLUMNS
 
 
 def write_run(root: Path, spec: RunSpec, steps, returns, success) -> None:
@@ -204,7 +205,7 @@ def test_train_command_uses_profile_and_resumes_only_unfinished(tmp_path, monkey
         started[seed] = (command, on_start is not None)
         return 0
 
-    monkeypatch.setattr(bench_runs, "run_process", fake_process)
+    monkeypatch.setattr(bench_grid, "run_process", fake_process)
     assert run_grid(grid) == list(spec.values())
     assert sorted(started) == [1, 2, 3]  # the finished run is not trained again
     resume, records = started[1]

@@ -359,9 +359,9 @@ def test_sac_builds_the_encoder_sb3_would_where_the_image_fits_and_says_why(caps
 @pytest.mark.parametrize("algo, encoder", [("sac", "PlainConv"), ("ppo", "NatureCNN")])
 def test_maniskill_presets_keep_their_own_encoder(algo, encoder):
     from gaze_rl.build import build_model
-    from gaze_rl.config import TrainConfig
+    from gaze_rl.configuration.commands import TrainConfig
+    from gaze_rl.configuration.presets import load_preset
     from gaze_rl.imitation.bc import SpacesEnv
-    from gaze_rl.presets import load_preset
 
     space = spaces.Dict({"rgb": spaces.Box(0, 255, (64, 64, 3), np.uint8),
                          "state": spaces.Box(-np.inf, np.inf, (9,), np.float32)})

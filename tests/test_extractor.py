@@ -9,7 +9,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 
-from gaze_rl.methods import METHOD_NAMES as METHODS
+from gaze_rl.configuration.methods import METHOD_NAMES as METHODS
 from gaze_rl.nets.attention import GaussianGaze, NoAttention, OracleGaze, PatchAttention
 from gaze_rl.nets.encoders import NatureCNN, PlainConv, make_backbone
 from gaze_rl.nets.extractor import GazeExtractor, gaze_policy_kwargs

@@ -18,11 +18,11 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from gaze_rl import ContrastiveConfig, GazePPO
-from gaze_rl.checkpoints import latest_checkpoint, load_model, load_state
 from gaze_rl.cli import main
 from gaze_rl.commands.train import learn
-from gaze_rl.config import TrainConfig
+from gaze_rl.configuration.commands import TrainConfig
 from gaze_rl.errors import TrainingInterrupted
+from gaze_rl.runs.checkpoints import latest_checkpoint, load_model, load_state
 
 from conftest import error_of
 from image_envs import ImageEnv
@@ -90,7 +90,7 @@ def test_end_of_run_checkpoint_summary_plot_and_pruning(tmp_path, capsys):
 
 def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path):
     # Under pytest's capture stdout is not a terminal; every_s=0 prints at every step.
-    from gaze_rl.runlog import CurveLogger, ProgressReport
+    from gaze_rl.runs.runlog import CurveLogger, ProgressReport
 
     model = model_on(ImageEnv)
     curve = CurveLogger(tmp_path / "curve.csv")

@@ -9,12 +9,12 @@ import torch
 from gymnasium import spaces
 
 from gaze_rl.build import env_spec_for
-from gaze_rl.config import GazeOptions, TrainConfig
+from gaze_rl.configuration.commands import GazeOptions, TrainConfig
+from gaze_rl.configuration.presets import load_preset
 from gaze_rl.envs.task_objects import GAZE_TARGET_KEY
 from gaze_rl.nets.attention import GaussianGaze, OracleGaze, reweight
 from gaze_rl.nets.encoders import feature_map_shape, make_backbone, min_image_size
 from gaze_rl.nets.extractor import GazeExtractor
-from gaze_rl.presets import load_preset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

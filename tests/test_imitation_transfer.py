@@ -13,11 +13,11 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from gaze_rl.build import build_model, check_init_from, train_architecture
-from gaze_rl.config import PretrainConfig, TrainConfig
+from gaze_rl.configuration.commands import PretrainConfig, TrainConfig
+from gaze_rl.configuration.presets import load_preset
 from gaze_rl.imitation import bc
 from gaze_rl.imitation.checkpoint import read_pretrained, save_pretrained
 from gaze_rl.imitation.demos import Demo, DemoSet, load_demos, read_maniskill_trajectories, write_demos
-from gaze_rl.presets import load_preset
 
 from conftest import error_of
 

@@ -32,8 +32,8 @@ import numpy as np
 import pytest
 
 from gaze_rl.commands.train import train
-from gaze_rl.config import TrainConfig
-from gaze_rl.curves import read_curve
+from gaze_rl.configuration.commands import TrainConfig
+from gaze_rl.runs.runlog import read_curve
 
 pytestmark = [pytest.mark.slow, pytest.mark.learning]
 

@@ -44,7 +44,7 @@ def imported_gaze_modules(path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif node.level == 0 and node.module:
-            # `from gaze_rl import bench_runs` imports the submodule; `from gaze_rl.x import f` only x.
+            # `from gaze_rl.bench import grid` imports the submodule; `from gaze_rl.x import f` only x.
             names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
         else:
             continue

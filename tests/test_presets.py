@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gaze_rl.presets import MIN_MINIBATCH, load_preset, sb3_algo_kwargs
+from gaze_rl.configuration.presets import MIN_MINIBATCH, load_preset, sb3_algo_kwargs
 
 
 def test_pusht_ppo_preset_is_maniskills():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gaze_rl.build import check_prune_top_k
-from gaze_rl.config import TrainConfig
+from gaze_rl.configuration.commands import TrainConfig
 from gaze_rl.nets.extractor import GazeExtractor
 from gaze_rl.nets.levels import layer_outputs
 from gaze_rl.nets.pruning import check_top_k, prune_cells, pruned_features_dim, select_cells

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import gaze_rl
-from gaze_rl.bench_runs import RunSpec
+from gaze_rl.bench.grid import RunSpec
 from gaze_rl.cli import main
 
 REPO = Path(gaze_rl.__file__).resolve().parents[1]
@@ -208,7 +208,7 @@ LAUNCH_FROM_A_THREAD = """\
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from gaze_rl.bench_runs import run_process
+from gaze_rl.bench.grid import run_process
 pid_file, log, command = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 with ThreadPoolExecutor(1) as pool:  # as run_local starts its runs (and a Ray worker its task's)
     pool.submit(run_process, command, log, 1, lambda process: pid_file.write_text(str(process.pid))).result()
@@ -236,7 +236,7 @@ def test_a_run_process_started_from_a_thread_dies_with_its_parent(tmp_path):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="dying with the parent is Linux's PR_SET_PDEATHSIG")
 def test_a_run_process_whose_parent_is_gone_before_it_starts_never_runs():
-    from gaze_rl.bench_runs import dying_with_parent
+    from gaze_rl.bench.grid import dying_with_parent
 
     command = dying_with_parent([sys.executable, "-c", "import time; time.sleep(120)"])
     command[command.index(str(os.getpid()))] = "1"  # started by a parent that has died since: adopted by another
@@ -256,8 +256,8 @@ def test_bad_ray_options_fail_before_anything_starts(tmp_path, capsys):
 
 
 def test_each_run_asks_ray_for_what_it_uses(tmp_path):
-    from gaze_rl.bench_ray import run_resources
-    from gaze_rl.config import BenchConfig
+    from gaze_rl.bench.cluster import run_resources
+    from gaze_rl.configuration.commands import BenchConfig
 
     ppo, sac = RunSpec("PushT-v1", "ppo", "gaze", 0), RunSpec("PushT-v1", "sac", "gaze", 0)
     # cpu profile: 2 env processes + the learner; a single env lives in the learner's process.
@@ -270,7 +270,7 @@ def test_each_run_asks_ray_for_what_it_uses(tmp_path):
 
 
 def test_run_files_skip_intermediate_checkpoints_and_land_in_one_rename(tmp_path):
-    from gaze_rl.bench_ray import run_files, write_run
+    from gaze_rl.bench.cluster import run_files, write_run
 
     run = tmp_path / "worker" / "run"
     for name in ("config.json", "curve.csv", "tb/events.out.tfevents.1", "checkpoints/final.zip",
@@ -289,7 +289,7 @@ def test_run_files_skip_intermediate_checkpoints_and_land_in_one_rename(tmp_path
 
 
 def test_progress_counts_runs_and_estimates_time_left(monkeypatch, capsys):
-    from gaze_rl import bench_runs as bench_module
+    from gaze_rl.bench import grid as bench_module
 
     now = [0.0]
     monkeypatch.setattr(bench_module.time, "monotonic", lambda: now[0])

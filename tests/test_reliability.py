@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from gaze_rl.algos import GazePPO
-from gaze_rl.checkpoints import latest_checkpoint, load_model, load_state, restore_rng_state, rng_state
 from gaze_rl.cli import main
+from gaze_rl.runs.checkpoints import latest_checkpoint, load_model, load_state, restore_rng_state, rng_state
 
 DETERMINISTIC_COLUMNS = ("global_step", "episodic_return", "episodic_length", "success_once", "success_at_end")
 

@@ -18,7 +18,7 @@ from gymnasium import spaces
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from gaze_rl.runlog import ON_TARGET_COLUMNS, AttentionOnTargetProbe
+from gaze_rl.runs.runlog import ON_TARGET_COLUMNS, AttentionOnTargetProbe
 from gaze_rl.segmentation.tracking import POLICY_GAZE_COLUMNS, TRACK_COLUMNS, gaze_mean, tracking_stats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,9 +202,9 @@ def test_on_target_csv_columns(tmp_path):
 # --- the bench ---------------------------------------------------------------------------------
 
 def test_bench_summarises_old_and_new_on_target_files(tmp_path):
-    from gaze_rl.bench_runs import RunSpec
+    from gaze_rl.bench.grid import RunSpec
     from gaze_rl.commands.bench import bench
-    from gaze_rl.config import BenchConfig
+    from gaze_rl.configuration.commands import BenchConfig
 
     curves = tmp_path / "curves"
     curves.mkdir()

@@ -147,8 +147,8 @@ def test_clear_views_refuses_a_sphere_that_could_cover_or_touch_another():
 
 
 def test_distract_strength_is_validated_everywhere(capsys):
-    from gaze_rl.bench_runs import RunSpec, train_args
-    from gaze_rl.config import BenchConfig, EvalConfig, TrainConfig
+    from gaze_rl.bench.grid import RunSpec, train_args
+    from gaze_rl.configuration.commands import BenchConfig, EvalConfig, TrainConfig
     from gaze_rl.envs.spec import EnvSpec
 
     for bad in (-0.1, 1.5):

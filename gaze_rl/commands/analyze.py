@@ -13,12 +13,12 @@ import torch
 
 from gaze_rl.analysis import default_label, layer_analysis, obs_rows, plot
 from gaze_rl.build import ALGO_CLASSES, load_run_config, resolve_device
-from gaze_rl.checkpoints import load_model
-from gaze_rl.config import AnalyzeConfig
+from gaze_rl.configuration.commands import AnalyzeConfig
 from gaze_rl.envs.spec import EnvSpec
-from gaze_rl.episodes import run_episodes
 from gaze_rl.errors import ConfigError
-from gaze_rl.runlog import write_json
+from gaze_rl.runs.checkpoints import load_model
+from gaze_rl.runs.episodes import run_episodes
+from gaze_rl.runs.runlog import write_json
 from gaze_rl.segmentation.on_target import policy_extractor, segmented_eval_env
 
 

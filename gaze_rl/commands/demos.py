@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from gaze_rl.config import DemosConfig
+from gaze_rl.configuration.commands import DemosConfig
 from gaze_rl.envs.factory import check_env_id
 from gaze_rl.errors import ConfigError
 from gaze_rl.imitation.demos import (

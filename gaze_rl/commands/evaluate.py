@@ -9,14 +9,14 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecTransposeImage
 
 from gaze_rl.build import ALGO_CLASSES, load_run_config, resolve_device, use_torch_threads
-from gaze_rl.checkpoints import load_model
-from gaze_rl.config import EvalConfig
+from gaze_rl.configuration.commands import EvalConfig
 from gaze_rl.envs.factory import make_vec_env
 from gaze_rl.envs.spec import EnvSpec
-from gaze_rl.episodes import episode_stats, run_episodes
 from gaze_rl.errors import ConfigError
-from gaze_rl.runlog import write_json
-from gaze_rl.visualize import attention_of, overlays
+from gaze_rl.runs.checkpoints import load_model
+from gaze_rl.runs.episodes import episode_stats, run_episodes
+from gaze_rl.runs.runlog import write_json
+from gaze_rl.runs.visualize import attention_of, overlays
 
 
 def result_stem(checkpoint: Path, seed: int, variant: str) -> str:

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from gaze_rl.commands.train import train
-from gaze_rl.config import ReferenceConfig, TrainConfig
+from gaze_rl.configuration.commands import ReferenceConfig, TrainConfig
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 COLUMNS = ("global_step", "episodic_return", "episodic_length", "success_once", "success_at_end")

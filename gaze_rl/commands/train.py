@@ -29,14 +29,14 @@ from gaze_rl.build import (
     train_config_from_dict,
     use_torch_threads,
 )
-from gaze_rl.checkpoints import AtomicCheckpoint, latest_checkpoint, load_model, load_state, restore_rng_state
-from gaze_rl.config import TrainConfig
+from gaze_rl.configuration.commands import TrainConfig
+from gaze_rl.configuration.presets import load_preset
 from gaze_rl.envs.factory import make_vec_env
 from gaze_rl.envs.spec import EnvSpec
 from gaze_rl.envs.task_objects import TASK_TARGETS
 from gaze_rl.errors import ConfigError, TrainingInterrupted
-from gaze_rl.presets import load_preset
-from gaze_rl.runlog import (
+from gaze_rl.runs.checkpoints import AtomicCheckpoint, latest_checkpoint, load_model, load_state, restore_rng_state
+from gaze_rl.runs.runlog import (
     AttentionOnTargetProbe,
     CurveLogger,
     GazeImageLogger,

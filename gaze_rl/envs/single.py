@@ -9,6 +9,7 @@ gymnasium 1.4 + SB3 2.9, it loses the time limit and reports episode stats every
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -142,21 +143,36 @@ def make_single_env(
     env_id: str,
     *,
     image_size: int,
-    include_state: bool,
     control_mode: str | None,
-    reward_scale: float,
-    ignore_terminations: bool,
+    include_state: bool = True,
+    ignore_terminations: bool = True,
+    reward_scale: float = 1.0,
+    monitor: bool = True,
+    max_episode_steps: int | None = None,
     render_quality: str = "auto",
     render_backend: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     variant: str = "none",
     privileged_state: bool = False,
     gaze_targets: bool = False,
+    segmentation_tap: Callable[[gym.Env], gym.Env] | None = None,
 ) -> gym.Env:
-    """Builds one CPU-simulated ManiSkill env with Dict observations `{rgb, state[, gaze_target]}`
-    (`privileged_state`, `gaze_targets`: gaze_rl.envs.spec.EnvSpec)."""
-    env = make_maniskill_env(env_id, obs_mode="rgb", image_size=image_size, control_mode=control_mode,
+    """Builds one CPU-simulated ManiSkill env with Dict observations `{rgb, state[, gaze_target]}`:
+    the one CPU stack of gaze_rl, `make_maniskill_env` under `wrap_for_sb3` (`privileged_state`,
+    `gaze_targets`, `variant`, `render_quality`: gaze_rl.envs.spec.EnvSpec).
+
+    `monitor=False` leaves out the episode bookkeeping (EpisodeOutcome, Monitor), as recording
+    demonstrations does; `max_episode_steps` overrides the task's time limit (None keeps it).
+    `segmentation_tap` (gaze_rl.segmentation.envs.make_segmented_env) wraps the raw env, which then
+    renders segmentation too, below the flattening wrapper: the observations stay those of RL."""
+    kwargs = dict(env_kwargs or {})
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    obs_mode = "rgb" if segmentation_tap is None else "rgb+segmentation"
+    env = make_maniskill_env(env_id, obs_mode=obs_mode, image_size=image_size, control_mode=control_mode,
                              render_quality=render_quality, render_backend=render_backend, variant=variant,
-                             env_kwargs=env_kwargs, privileged_state=privileged_state)
+                             env_kwargs=kwargs, privileged_state=privileged_state)
+    if segmentation_tap is not None:
+        env = segmentation_tap(env)
     return wrap_for_sb3(env, env_id, include_state=include_state, ignore_terminations=ignore_terminations,
-                        reward_scale=reward_scale, gaze_targets=gaze_targets)
+                        reward_scale=reward_scale, monitor=monitor, gaze_targets=gaze_targets)

@@ -27,9 +27,9 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecTransposeImage
 
 from gaze_rl.build import build_model
-from gaze_rl.config import PretrainConfig, TrainConfig
+from gaze_rl.configuration.commands import PretrainConfig, TrainConfig
+from gaze_rl.configuration.presets import load_preset
 from gaze_rl.contrastive.config import ContrastiveConfig
-from gaze_rl.episodes import episode_stats, run_episodes
 from gaze_rl.errors import ConfigError
 from gaze_rl.imitation.demos import DemoSet
 from gaze_rl.imitation.saliency import (
@@ -39,13 +39,13 @@ from gaze_rl.imitation.saliency import (
     grid_distribution,
     temporal_aggregate,
 )
-from gaze_rl.presets import load_preset
+from gaze_rl.runs.episodes import episode_stats, run_episodes
+from gaze_rl.runs.visualize import overlay
 from gaze_rl.segmentation.envs import make_segmented_env
 from gaze_rl.segmentation.on_target import (
     AttentionOnTargetMeter,
 )
 from gaze_rl.segmentation.targets import coverage_grid
-from gaze_rl.visualize import overlay
 
 EVAL_COLUMNS = ("step", "success_once", "success_at_end", "return_mean", "length_mean", "attention_on_target",
                 "attention_on_target_chance", "attention_on_target_lift", "bc_loss", "objective_loss", "wall_time")

@@ -38,7 +38,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
-from gaze_rl.config import DemosConfig
+from gaze_rl.configuration.commands import DemosConfig
 from gaze_rl.errors import ConfigError
 from gaze_rl.segmentation.envs import Frame, make_segmented_env, segmentation_names
 

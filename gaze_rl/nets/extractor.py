@@ -21,12 +21,12 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim, is_ima
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
 
+from gaze_rl.configuration.methods import method_spec
 from gaze_rl.envs.task_objects import GAZE_TARGET_KEY
-from gaze_rl.methods import method_spec
 from gaze_rl.nets.attention import AttentionOutput, GaussianGaze, NoAttention, OracleGaze, make_attention, reweight
 from gaze_rl.nets.augment import make_augment
 from gaze_rl.nets.encoders import backbone_choice, channel_last_hint, checked_map_shape, make_backbone
-from gaze_rl.nets.levels import energy, fuse_levels, layer_outputs, layer_shapes, pool_to_grid
+from gaze_rl.nets.levels import energy, fuse_levels, layer_outputs, layer_shapes, mean_pool_to_grid
 from gaze_rl.nets.pruning import check_prune_source, check_top_k, prune_cells, pruned_features_dim
 
 
@@ -182,7 +182,7 @@ class GazeExtractor(BaseFeaturesExtractor):
             if self.prune_source == "attention":
                 scores = weights
             else:
-                scores = pool_to_grid(energy(levels[0]), *self.map_shape[1:])
+                scores = mean_pool_to_grid(energy(levels[0]), *self.map_shape[1:])
             attended = prune_cells(attended, scores, self.prune_top_k)
         parts = [self.image_fc(attended)]
         if self.other_cnns is not None:
@@ -233,7 +233,7 @@ def gaze_policy_kwargs(
 ) -> dict[str, Any]:
     """`policy_kwargs` that put a GazeExtractor into any SB3 policy.
 
-    `method` is a name of gaze_rl.methods.METHODS. "gaze" builds the same network as "foveal":
+    `method` is a name of gaze_rl.configuration.methods.METHODS. "gaze" builds the same network as "foveal":
     its contrastive loss (and whether RL gradients reach the gaze head) belongs to GazePPO /
     GazeSAC. "gaze-frozen" stops RL gradients at the gaze map, so the gaze keeps its initial vignette.
     """

@@ -61,8 +61,9 @@ def energy(activations: Tensor) -> Tensor:
     return activations.abs().sum(dim=1)
 
 
-def pool_to_grid(maps: Tensor, height: int, width: int) -> Tensor:
-    """Adaptive average pooling of (B, C, H, W) or (B, H, W) maps to (.., height, width)."""
+def mean_pool_to_grid(maps: Tensor, height: int, width: int) -> Tensor:
+    """Adaptive average pooling of (B, C, H, W) or (B, H, W) maps to (.., height, width) (its twin for
+    pixel masks, an exact area sum: gaze_rl.segmentation.targets.sum_pool_to_grid)."""
     if maps.dim() == 3:
         return F.adaptive_avg_pool2d(maps[:, None], (height, width))[:, 0]
     return F.adaptive_avg_pool2d(maps, (height, width))
@@ -78,5 +79,5 @@ def fuse_levels(shallow: list[Tensor], attended: Tensor, weights: Tensor) -> Ten
     :return: (B, sum_l C_l + C, h, w).
     """
     h, w = attended.shape[-2:]
-    pooled = [pool_to_grid(level, h, w) * weights[:, None] for level in shallow]
+    pooled = [mean_pool_to_grid(level, h, w) * weights[:, None] for level in shallow]
     return torch.cat([*pooled, attended], dim=1)

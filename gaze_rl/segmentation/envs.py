@@ -1,8 +1,8 @@
 """The RL env with segmentation on the side: what demonstrations are recorded in and what
 pretraining evaluates (and `gaze-rl eval --attention-on-target` runs) in.
 
-`make_segmented_env` builds the same stack as `gaze_rl.envs.single.make_single_env` (the CPU
-RL env), except that ManiSkill renders `obs_mode="rgb+segmentation"`: a `SegmentationTap` below
+`make_segmented_env` builds the CPU RL env with `gaze_rl.envs.single.make_single_env`, except
+that ManiSkill renders `obs_mode="rgb+segmentation"`: a `SegmentationTap` below
 the flattening wrapper keeps each frame's per-camera segmentation, camera matrices and actor
 positions, then the observation goes on exactly as in RL (`{"rgb": uint8 (H, W, 3 * cameras),
 "state": float32}`). The policy never sees the segmentation; the tap is read with
@@ -18,7 +18,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from gaze_rl.envs.single import make_maniskill_env, wrap_for_sb3
+from gaze_rl.envs.single import make_single_env
 from gaze_rl.envs.task_objects import to_numpy
 
 
@@ -68,36 +68,12 @@ def segmentation_names(env: gym.Env) -> dict[int, str]:
     return {int(i): obj.name for i, obj in env.unwrapped.segmentation_id_map.items()}
 
 
-def make_segmented_env(
-    env_id: str,
-    *,
-    image_size: int,
-    control_mode: str | None,
-    include_state: bool = True,
-    ignore_terminations: bool = True,
-    max_episode_steps: int | None = None,
-    reward_scale: float = 1.0,
-    monitor: bool = True,
-    render_quality: str = "auto",
-    render_backend: str | None = None,
-    env_kwargs: dict[str, Any] | None = None,
-    variant: str = "none",
-    privileged_state: bool = False,
-    gaze_targets: bool = False,
-) -> gym.Env:
+def make_segmented_env(env_id: str, **options: Any) -> gym.Env:
     """One CPU ManiSkill env whose observations match gaze_rl's RL env, with a SegmentationTap.
 
-    The same stack as the RL env (gaze_rl.envs.single.wrap_for_sb3) over a raw env rendering
-    segmentation too. `monitor=False` leaves out the episode bookkeeping (EpisodeOutcome,
-    Monitor), as recording does; `max_episode_steps` overrides the task's time limit (None
-    keeps it); `variant`, `render_quality`, `privileged_state` and `gaze_targets` as in `EnvSpec`.
+    The RL env's own builder (gaze_rl.envs.single.make_single_env, whose keyword `options` it
+    takes: `image_size` and `control_mode`, then `include_state`, `ignore_terminations`,
+    `reward_scale`, `monitor`, `max_episode_steps`, `variant`, ...) over a raw env rendering
+    segmentation too.
     """
-    kwargs = dict(env_kwargs or {})
-    if max_episode_steps is not None:
-        kwargs["max_episode_steps"] = max_episode_steps
-    env = make_maniskill_env(env_id, obs_mode="rgb+segmentation", image_size=image_size, control_mode=control_mode,
-                             render_quality=render_quality, render_backend=render_backend, variant=variant,
-                             env_kwargs=kwargs, privileged_state=privileged_state)
-    return wrap_for_sb3(SegmentationTap(env), env_id, include_state=include_state,
-                        ignore_terminations=ignore_terminations, reward_scale=reward_scale, monitor=monitor,
-                        gaze_targets=gaze_targets)
+    return make_single_env(env_id, segmentation_tap=SegmentationTap, **options)

@@ -109,7 +109,7 @@ def _overlap(n_pixels: int, n_cells: int) -> np.ndarray:
 def sum_pool_to_grid(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     """Exact area sum-pooling of (..., H, W) maps into a (..., height, width) grid; pixels split
     between cells count in proportion (works when H is not a multiple of height). The networks'
-    pooling of feature maps, an adaptive average, is gaze_rl.nets.levels.pool_to_grid."""
+    pooling of feature maps, an adaptive average, is gaze_rl.nets.levels.mean_pool_to_grid."""
     maps = np.asarray(maps, dtype=np.float64)
     rows = _overlap(maps.shape[-2], height)
     cols = _overlap(maps.shape[-1], width)

@@ -4,26 +4,30 @@ seeds, the policy's sampled actions as in training, attention-on-target measured
 is summarised per method.
 
     python results/grid/eval_variant.py BENCH_DIR OUT_DIR [--variant clutter] [--episodes 20]
+    python results/grid/eval_variant.py BENCH_DIR OUT_DIR --variant distract --strengths 0.25 0.5 1 --methods baseline
 
 Resumable: an evaluation whose json exists in OUT_DIR is not re-run. Writes OUT_DIR/summary.md
-(per method: success on each, the drop with a 95% bootstrap interval over seeds, attention-on-target
-on each) and OUT_DIR/evals.csv (one row per run and variant).
+(per method and variant: success on each, the drop and the relative drop with 95% bootstrap
+intervals over seeds, attention-on-target on each) and OUT_DIR/evals.csv (one row per run and
+variant). With `distract`, each of --strengths is a variant of its own ('distract-0.5'): the
+calibration table of the distractor benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import subprocess
 from pathlib import Path
 
 import numpy as np
 
-from gaze_rl.bench_runs import cli_command
+from gaze_rl.bench.curves import bootstrap_ci
+from gaze_rl.bench.grid import cli_command
 from gaze_rl.commands.evaluate import result_stem
-from gaze_rl.curves import bootstrap_ci
-from gaze_rl.methods import BENCH_ARMS
+from gaze_rl.configuration.methods import BENCH_ARMS
 
 
 def run_name_parts(name: str) -> tuple[str, str, str, int]:
@@ -32,16 +36,22 @@ def run_name_parts(name: str) -> tuple[str, str, str, int]:
     return env_id, algo, method, int(seed.removeprefix("s"))
 
 
-def evaluate(checkpoint: Path, out_dir: Path, variant: str, episodes: int, seed: int) -> dict:
+def variant_label(variant: str, strength: float | None) -> str:
+    """The variant as results name it (gaze_rl.envs.spec.EnvSpec.variant_label): distract with its strength."""
+    return f"distract-{strength:g}" if variant == "distract" and strength is not None else variant
+
+
+def evaluate(checkpoint: Path, out_dir: Path, variant: str, strength: float | None, episodes: int, seed: int) -> dict:
     """One `gaze-rl eval` (in its own process: a fresh ManiSkill env each time), or its saved result.
 
     Actions are sampled, as in the training curves: on this CPU protocol PPO's mean action succeeds
     far less often than its samples (baseline+shift seed 0: 0 of 30 episodes, against ~20% in training).
     """
-    result = out_dir / f"{result_stem(checkpoint, seed, variant)}.json"
+    result = out_dir / f"{result_stem(checkpoint, seed, variant_label(variant, strength))}.json"
     if not result.exists():
         subprocess.run(cli_command(["eval", "--checkpoint", str(checkpoint), "--episodes", str(episodes), "--seed", str(seed),
                                     "--variant", variant, "--no-deterministic", "--attention-on-target",
+                                    *(["--distract-strength", str(strength)] if strength is not None else []),
                                     "--out-dir", str(out_dir)]), check=True)
     return json.loads(result.read_text())
 
@@ -50,10 +60,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--variant", default="clutter", choices=["clutter", "lighting"])
+    parser.add_argument("--variant", default="clutter", choices=["clutter", "lighting", "distract"])
+    parser.add_argument("--strengths", type=float, nargs="+", default=None,
+                        help="distract strengths to evaluate, each a variant of its own (default: the variant's default)")
+    parser.add_argument("--methods", nargs="+", default=None, help="evaluate only these methods' runs (default: all)")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=10_000, help="first evaluation episode's seed (held out from training)")
     args = parser.parse_args()
+    if args.strengths is not None and args.variant != "distract":
+        parser.error("--strengths are strengths of --variant distract")
+    variants = [("none", None)] + [(args.variant, strength) for strength in (args.strengths or [None])]
 
     rows = []
     for run in sorted((args.bench_dir / "runs").iterdir()):
@@ -61,9 +77,12 @@ def main() -> None:
         if not checkpoint.exists():
             continue  # unfinished run
         env_id, algo, method, seed = run_name_parts(run.name)
-        for variant in ("none", args.variant):
-            result = evaluate(checkpoint, args.out_dir / run.name, variant, args.episodes, args.seed)
-            rows.append({"env_id": env_id, "algo": algo, "method": method, "seed": seed, "variant": variant,
+        if args.methods is not None and method not in args.methods:
+            continue
+        for variant, strength in variants:
+            result = evaluate(checkpoint, args.out_dir / run.name, variant, strength, args.episodes, args.seed)
+            rows.append({"env_id": env_id, "algo": algo, "method": method, "seed": seed,
+                         "variant": variant_label(variant, strength),
                          "success_once": result["success_once"], "success_at_end": result["success_at_end"],
                          "return_mean": result["return_mean"], "attention_on_target": result["attention_on_target"],
                          "attention_on_target_chance": result["attention_on_target_chance"]})
@@ -75,26 +94,32 @@ def main() -> None:
 
     lines = [f"# Trained on the normal task, evaluated on `{args.variant}`",
              "",
-             f"{args.episodes} episodes per run and variant (seeds {args.seed}..., sampled actions, final checkpoint); "
-             "mean over training seeds, 95% bootstrap interval over seeds in brackets. "
-             "success = success_once; attention = the policy's attention-on-target (chance in brackets).",
+             f"{args.episodes} episodes per run and variant (seeds {args.seed}..., the same initial states in every "
+             "variant, sampled actions, final checkpoint); mean over training seeds, 95% bootstrap interval over seeds "
+             "in brackets. success = success_once; drop = normal - variant, paired by seed; relative = drop / normal; "
+             "attention = the policy's attention-on-target (chance in brackets).",
              "",
-             f"| task | method | seeds | success, normal | success, {args.variant} | drop | attention, normal "
-             f"| attention, {args.variant} |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| task | method | variant | seeds | success, normal | success, variant | drop | relative drop "
+             "| attention, normal | attention, variant |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     arms = sorted({(row["env_id"], row["method"]) for row in rows}, key=lambda arm: (arm[0], BENCH_ARMS.index(arm[1])))
-    for env_id, method in arms:
+    for (env_id, method), (variant, strength) in itertools.product(arms, variants[1:]):
+        label = variant_label(variant, strength)
+
         def values(variant: str, key: str, env_id: str = env_id, method: str = method) -> np.ndarray:
             picked = [row for row in rows if (row["env_id"], row["method"], row["variant"]) == (env_id, method, variant)]
             return np.array([row[key] for row in sorted(picked, key=lambda row: row["seed"])], dtype=float)
-        normal, varied = values("none", "success_once"), values(args.variant, "success_once")
-        drop = normal - varied
-        low, high = bootstrap_ci([list(drop)], lambda d: float(d.mean()))
-        chance = values(args.variant, "attention_on_target_chance").mean()
-        lines.append(f"| {env_id} | {method} | {len(normal)} | {normal.mean():.2f} | {varied.mean():.2f} | "
-                     f"{drop.mean():+.2f} [{low:+.2f}, {high:+.2f}] | {values('none', 'attention_on_target').mean():.3f} "
+        pairs = np.stack([values("none", "success_once"), values(label, "success_once")], axis=1)  # (seeds, 2)
+        normal, varied = pairs.mean(axis=0)
+        low, high = bootstrap_ci([list(pairs)], lambda p: float((p[:, 0] - p[:, 1]).mean()))
+        rel_low, rel_high = bootstrap_ci([list(pairs)], lambda p: float((p[:, 0] - p[:, 1]).mean() / p[:, 0].mean()))
+        relative = (normal - varied) / normal if normal > 0 else float("nan")
+        lines.append(f"| {env_id} | {method} | {label} | {len(pairs)} | {normal:.2f} | {varied:.2f} | "
+                     f"{normal - varied:+.2f} [{low:+.2f}, {high:+.2f}] | {relative:+.0%} [{rel_low:+.0%}, {rel_high:+.0%}] | "
+                     f"{values('none', 'attention_on_target').mean():.3f} "
                      f"({values('none', 'attention_on_target_chance').mean():.3f}) | "
-                     f"{values(args.variant, 'attention_on_target').mean():.3f} ({chance:.3f}) |")
+                     f"{values(label, 'attention_on_target').mean():.3f} "
+                     f"({values(label, 'attention_on_target_chance').mean():.3f}) |")
     (args.out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gaze_rl.commands.bench import read_on_target
-from gaze_rl.curves import bootstrap_ci, read_curve
+from gaze_rl.bench.curves import bootstrap_ci
+from gaze_rl.bench.summary import read_on_target
+from gaze_rl.runs.runlog import read_curve
 
 RUN_NAME = re.compile(r"(?P<env>[^_]+)__(?P<algo>[^_]+)__(?P<method>.+)__s(?P<seed>\d+)\.csv$")
 FINAL_FRACTION = 0.1

@@ -29,7 +29,7 @@ def read_experiments_toml(name: str) -> dict[str, Any]:
     try:
         text = resources.files("gaze_rl.experiments").joinpath(name).read_text()
     except ModuleNotFoundError:
-        text = (Path(__file__).resolve().parent.parent / "experiments" / name).read_text()
+        text = (Path(__file__).resolve().parents[2] / "experiments" / name).read_text()
     return tomllib.loads(text)
 
 

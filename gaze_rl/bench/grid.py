@@ -1,6 +1,7 @@
 """The runs of a `gaze-rl bench` grid: what each one is, the `gaze-rl train` command that trains
 (or resumes) it, its process, and the grid's progress; `run_local` trains them on this machine
-(gaze_rl.bench_ray on a Ray cluster). The grid and its summary: gaze_rl.commands.bench.
+(gaze_rl.bench.cluster on a Ray cluster). Training the grid: gaze_rl.bench.train; its summary:
+gaze_rl.bench.summary.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from gaze_rl.checkpoints import latest_checkpoint
-from gaze_rl.config import BenchConfig
+from gaze_rl.configuration.commands import BenchConfig
+from gaze_rl.configuration.methods import parse_arm
+from gaze_rl.configuration.presets import read_experiments_toml
 from gaze_rl.errors import ConfigError
-from gaze_rl.methods import parse_arm
-from gaze_rl.presets import read_experiments_toml
+from gaze_rl.runs.checkpoints import latest_checkpoint
 
 # The first thing a training process runs (argv: the pid of the process that starts it, then the command):
 # it asks Linux to SIGKILL it when the thread that started it ends (PR_SET_PDEATHSIG = 1; it survives

@@ -22,7 +22,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image, Logger, make_output_format
 
-from gaze_rl.visualize import attention_of, overlays
+from gaze_rl.runs.visualize import attention_of, overlays
 
 CURVE_COLUMNS = ("global_step", "episodic_return", "episodic_length", "success_once", "success_at_end",
                  "env_steps_per_s", "wall_time")
@@ -298,11 +298,18 @@ class ProgressReport(BaseCallback):
             self._bar = None
 
 
+def read_curve(path: Path) -> dict[str, np.ndarray]:
+    """A run's curve.csv as float arrays per column (one entry per finished episode)."""
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
+
+
 def plot_curve(curve_csv: Path, out: Path) -> Path | None:
     """Writes the learning curve (episodic return and success per episode, with a running
     mean) as a PNG; None when no episode has finished."""
-    from gaze_rl.curves import read_curve
-
     curve = read_curve(curve_csv)
     if not curve:
         return None

@@ -5,25 +5,14 @@ interval and exact permutation p)."""
 
 from __future__ import annotations
 
-import csv
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
 CURVE_METRICS = ("episodic_return", "success_once", "success_at_end")
-
-
-def read_curve(path: Path) -> dict[str, np.ndarray]:
-    """A run's curve.csv as float arrays per column (one entry per finished episode)."""
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
 
 
 def on_grid(curve: dict[str, np.ndarray], metric: str, grid: np.ndarray) -> np.ndarray:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gaze_rl.configuration.methods import BenchArm, MethodName, method_spec
 from gaze_rl.contrastive.config import ContrastiveConfig
 from gaze_rl.envs.spec import ObsMode, RenderQuality, SimBackend, Variant, check_distract_strength
 from gaze_rl.errors import ConfigError
-from gaze_rl.methods import BenchArm, MethodName, method_spec
 from gaze_rl.nets.gaze_shape import check_gaze_shape
 from gaze_rl.validation import Validated, at_least
 
@@ -86,7 +86,7 @@ class TrainConfig(Validated):
     algo: Literal["ppo", "sac"] = "ppo"
     """RL algorithm; hyperparameters come from experiments/<algo>.toml for the task."""
     method: MethodName = "gaze"
-    """baseline: plain CNN; patch: per-cell softmax attention; foveal: Gaussian gaze trained by RL; gaze: Gaussian gaze trained by return-guided contrastive learning (the paper); controls gaze-shuffled (return labels permuted) and gaze-frozen (gaze fixed at its initial vignette). The table: gaze_rl/methods.py."""
+    """baseline: plain CNN; patch: per-cell softmax attention; foveal: Gaussian gaze trained by RL; gaze: Gaussian gaze trained by return-guided contrastive learning (the paper); controls gaze-shuffled (return labels permuted) and gaze-frozen (gaze fixed at its initial vignette). The table: gaze_rl/configuration/methods.py."""
     seed: int = 0
     """Seed of the envs, the networks and the contrastive sampler."""
     total_timesteps: int | None = None

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gaze_rl.bench_runs import Progress, RunSpec, cli_command, failure_note, run_process, run_settings, train_args
-from gaze_rl.config import BenchConfig, TrainConfig
+from gaze_rl.bench.grid import Progress, RunSpec, cli_command, failure_note, run_process, run_settings, train_args
+from gaze_rl.configuration.commands import BenchConfig, TrainConfig
 from gaze_rl.errors import ConfigError
 
 PROGRESS_EVERY_S = 60.0  # a progress line at least this often, even while no run starts or ends
