@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +60,24 @@ def synthetic_data(seed: int, episodes: int) -> dict[str, Any]:
             "clock_cell": data.clock_cell}
 
 
-def real_data(episodes: int, discount: float, seed: int = 0) -> dict[str, Any]:
-    """PushCube-v1 frames of the scripted pusher through a random NatureCNN (seed 12345, not a
-    learner's seed), with the labels GazePPO stores."""
+def real_data(episodes: int, discount: float, seed: int = 0, backbone: torch.nn.Module | None = None,
+              mask_groups: dict[str, Sequence[str]] | None = None,
+              recorded: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """PushCube-v1 frames of the scripted pusher through `backbone` (None = a random NatureCNN,
+    seed 12345, not a learner's seed), with the labels GazePPO stores, the target cells' coverage,
+    the tcp's and cube's positions, and per name of `mask_groups` its actors' coverage
+    (`coverage_<name>`). `recorded`: episodes label_quality.collect returned already (with
+    frames and these mask groups), instead of collecting `episodes` new ones."""
+    from gaze_rl.contrastive.returns import episode_labels
+    from gaze_rl.segmentation.targets import coverage_grid
+
     from label_quality import collect
 
-    from gaze_rl.contrastive.returns import episode_labels
-
-    recorded, _ = collect(episodes, seed, frames=True)
-    torch.manual_seed(12345)
-    backbone = GazeExtractor(SPACE, attention="gaussian").backbone
+    if recorded is None:
+        recorded, _ = collect(episodes, seed, frames=True, mask_groups=mask_groups)
+    if backbone is None:
+        torch.manual_seed(12345)
+        backbone = GazeExtractor(SPACE, attention="gaussian").backbone
     frames = np.concatenate([ep["rgb"] for ep in recorded])
     with torch.no_grad():
         images = torch.as_tensor(frames).permute(0, 3, 1, 2).float() / 255.0  # as SB3 preprocesses uint8
@@ -78,13 +87,16 @@ def real_data(episodes: int, discount: float, seed: int = 0) -> dict[str, Any]:
     def cat(name: str) -> torch.Tensor:
         return torch.as_tensor(np.concatenate([getattr(lab, name) for lab in labels]))
 
-    from gaze_rl.segmentation.targets import coverage_grid
+    def coverage(key: str) -> torch.Tensor:
+        return torch.as_tensor(coverage_grid(np.concatenate([ep[key] for ep in recorded]), *features.shape[-2:]))
 
     masks = np.concatenate([ep["masks"] for ep in recorded])
     return {"features": features, "to_go": cat("to_go"), "episodes": cat("episode"), "steps": cat("step"),
             "episode_return": cat("episode_return"), "success": cat("success"), "deciding_cell": None,
             "clock_cell": None, "success_rate": float(np.mean([ep["success"] for ep in recorded])),
-            "coverage": torch.as_tensor(coverage_grid(masks, *features.shape[-2:])), "chance": float(masks.mean())}
+            "coverage": coverage("masks"), "chance": float(masks.mean()),
+            "tcp": np.concatenate([ep["tcp"] for ep in recorded]), "cube": np.concatenate([ep["cube"] for ep in recorded]),
+            **{f"coverage_{name}": coverage(f"mask_{name}") for name in mask_groups or {}}}
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +87,14 @@ def start_state(task: Any) -> dict[str, float]:
 
 
 def collect(episodes: int, seed: int, action_noise: float = 0.4, speed: tuple[float, float] = (0.1, 0.55),
-            aim_noise: float = 0.012, frames: bool = False) -> tuple[list[dict[str, Any]], float]:
+            aim_noise: float = 0.012, frames: bool = False,
+            mask_groups: dict[str, Sequence[str]] | None = None) -> tuple[list[dict[str, Any]], float]:
     """Runs the pusher for `episodes` episodes (reset seeds seed, seed + 1, ...); returns them
     and the seconds per env step. With `frames`, each episode also has the 64 px rgb frames
     the actions were taken from (`rgb`, (T, 64, 64, 3) uint8) and their task-relevant pixels
     (`masks`, (T, 64, 64) bool: cube and goal, gaze_rl.segmentation), from the same env stack
-    rendering segmentation on the side."""
+    rendering segmentation on the side), the tcp's and the cube's world positions (`tcp`, `cube`,
+    (T, 3)), and per name of `mask_groups` the pixels of those actors or links (`mask_<name>`)."""
     settings = dict(image_size=64, include_state=True, control_mode="pd_ee_delta_pos", reward_scale=1.0,
                     ignore_terminations=False)
     targets = None
@@ -100,7 +103,9 @@ def collect(episodes: int, seed: int, action_noise: float = 0.4, speed: tuple[fl
         from gaze_rl.segmentation.targets import TaskTargets
 
         env = make_segmented_env(ENV_ID, **settings)  # type: ignore[arg-type]
-        targets = TaskTargets(ENV_ID, segmentation_names(env), list(env.unwrapped.scene.actors))
+        names, actors = segmentation_names(env), list(env.unwrapped.scene.actors)
+        targets = TaskTargets(ENV_ID, names, actors)
+        groups = {name: TaskTargets(ENV_ID, names, actors, group) for name, group in (mask_groups or {}).items()}
     else:
         from gaze_rl.envs.single import make_single_env
 
@@ -112,19 +117,22 @@ def collect(episodes: int, seed: int, action_noise: float = 0.4, speed: tuple[fl
             obs, _ = env.reset(seed=seed + episode)
             policy.reset()
             record: dict[str, Any] = {**start_state(env.unwrapped), "rewards": []}
-            rgb, masks = [], []
+            columns: dict[str, list[np.ndarray]] = {}
             while True:
                 if targets is not None:
-                    rgb.append(obs["rgb"].copy())
-                    masks.append(targets.frame_mask(env.get_wrapper_attr("frame")))
+                    frame, task = env.get_wrapper_attr("frame"), env.unwrapped
+                    row = {"rgb": obs["rgb"].copy(), "masks": targets.frame_mask(frame),
+                           "tcp": task.agent.tcp.pose.p[0].cpu().numpy(), "cube": task.obj.pose.p[0].cpu().numpy(),
+                           **{f"mask_{name}": group.frame_mask(frame) for name, group in groups.items()}}
+                    for key, value in row.items():
+                        columns.setdefault(key, []).append(value)
                 obs, reward, terminated, truncated, info = env.step(policy(env.unwrapped))
                 record["rewards"].append(float(reward))
                 steps += 1
                 if terminated or truncated:
                     break
             record["success"] = episode_success(info)
-            if targets is not None:
-                record["rgb"], record["masks"] = np.stack(rgb), np.stack(masks)
+            record.update({key: np.stack(values) for key, values in columns.items()})
             out.append(record)
     finally:
         env.close()
