@@ -19,13 +19,20 @@ ratios are taken per round (side by side) and then the median over rounds.
    128 measured steps (one GazeSAC contrastive update, every 128 env steps, falls inside);
    PPO n_steps 512, one warm-up rollout and two measured ones.
 
-Env: SB3's FakeImageEnv (random frames) at 64 x 64 RGB with continuous actions, 50-step
-episodes and a reward that depends on the frame, so that returns differ and the contrastive
-loss finds triplets. On a machine shared with other jobs CPU time is the figure to compare;
-the load average before and after is printed with the tables.
+   With `--before`, SAC also runs as GazeSAC ran before issues 24 and 27 ("gaze-before":
+   PlainConv, a contrastive update after every train() call, no allocator setting), so one
+   run gives before and after side by side.
+
+Env (`--env`): SB3's FakeImageEnv (random frames) with continuous actions, 50-step episodes and
+a reward that depends on the frame, so that returns differ and the contrastive loss finds
+triplets, at 64 x 64 RGB (`fake64`) or 84 x 84 x 4 (`fake84x4`, Atari's frame-stack shape); or
+gym-pusht's PushT from 96 px pixels (`pusht`, `pip install gym-pusht`). On a machine shared
+with other jobs CPU time is the figure to compare; the load average before and after is
+printed with the tables.
 
     python benchmarks/sac_speed.py --markdown results/speed/sac-dropin-cpu2.md
     python benchmarks/sac_speed.py --rounds 1 --grad-steps 2 --batches 128 --skip-learning
+    python benchmarks/sac_speed.py --env fake84x4 --skip-grad --algos sac --before --rounds 2
 """
 
 from __future__ import annotations
@@ -42,35 +49,48 @@ from typing import Any
 
 from _common import machine_info, median, write_result
 
-IMAGE = 64
 GAZE_ARMS = ("gaze-off", "gaze-on")
 
 
-def make_env() -> Any:
-    """A DummyVecEnv of one FakeImageEnv (64 px RGB, continuous actions) whose reward is the
-    brightness of the frame's left half, in 50-step episodes."""
+ENVS = {"fake64": "FakeImageEnv 64x64x3", "fake84x4": "FakeImageEnv 84x84x4", "pusht": "gym-pusht pixels 96x96x3"}
+
+
+def make_env(name: str = "fake64") -> Any:
+    """A DummyVecEnv of one env of ENVS: SB3's FakeImageEnv (continuous actions) whose reward is
+    the brightness of the frame's left half, in 50-step episodes, at 64 px RGB or 84 px with 4
+    channels (Atari's frame-stack shape); or gym-pusht's PushT from 96 px pixels
+    (`pip install gym-pusht`; its own reward and 300-step episodes)."""
     from stable_baselines3.common.envs import FakeImageEnv
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    if name == "pusht":
+        import gym_pusht  # noqa: F401  (registers gym_pusht/PushT-v0)
+        import gymnasium as gym
+
+        return DummyVecEnv([lambda: gym.make("gym_pusht/PushT-v0", obs_type="pixels")])
+    size, channels = {"fake64": (64, 3), "fake84x4": (84, 4)}[name]
+
     class RewardedImageEnv(FakeImageEnv):
         def __init__(self) -> None:
-            super().__init__(screen_height=IMAGE, screen_width=IMAGE, n_channels=3, discrete=False)
+            super().__init__(screen_height=size, screen_width=size, n_channels=channels, discrete=False)
             self.ep_length = 50
 
         def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
             obs, _, terminated, truncated, info = super().step(action)
-            return obs, float(obs[:, : IMAGE // 2].mean()) / 255.0 - 0.5, terminated, truncated, info
+            return obs, float(obs[:, : size // 2].mean()) / 255.0 - 0.5, terminated, truncated, info
 
     return DummyVecEnv([RewardedImageEnv])
 
 
-def make_model(algo: str, arm: str, backbone: str | None, **kwargs: Any) -> Any:
-    """SB3's class ("sb3") or the Gaze* class with the contrastive loss off / on, on make_env()."""
+def make_model(algo: str, arm: str, backbone: str | None, env: str = "fake64", **kwargs: Any) -> Any:
+    """SB3's class ("sb3") or the Gaze* class with the contrastive loss off / on, on make_env(env);
+    "gaze-before": GazeSAC as it ran before issues 24 and 27 (ManiSkill's PlainConv encoder, a
+    contrastive update after every train() call; the worker also leaves the allocator alone)."""
     from stable_baselines3 import PPO, SAC
 
     from gaze_rl import GazePPO, GazeSAC
 
-    env = make_env()
+    vec_env = make_env(env)
     if arm.endswith("-nchw"):  # the encoder as it ran before channels-last
         from torch import nn
 
@@ -78,16 +98,22 @@ def make_model(algo: str, arm: str, backbone: str | None, **kwargs: Any) -> Any:
 
         ChannelsLastConv.forward = nn.Sequential.forward  # type: ignore[method-assign]
     if arm == "sb3":
-        return {"ppo": PPO, "sac": SAC}[algo]("CnnPolicy", env, seed=0, **kwargs)
+        return {"ppo": PPO, "sac": SAC}[algo]("CnnPolicy", vec_env, seed=0, **kwargs)
     gaze = {"ppo": GazePPO, "sac": GazeSAC}[algo]
-    extra: dict[str, Any] = {} if arm == "gaze-on" else {"contrastive": None}  # gaze-off, gaze-off-nchw
-    return gaze("CnnPolicy", env, seed=0, backbone=backbone, **extra, **kwargs)
+    extra: dict[str, Any] = {"contrastive": None}  # gaze-off, gaze-off-nchw
+    if arm == "gaze-on":
+        extra = {}
+    elif arm == "gaze-before":
+        from gaze_rl.contrastive.config import ContrastiveConfig
+
+        extra, backbone = {"contrastive": ContrastiveConfig(sac_update_interval=1)}, "plain"
+    return gaze("CnnPolicy", vec_env, seed=0, backbone=backbone, **extra, **kwargs)
 
 
 def gradient_step_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     """Per-step CPU, kernel seconds and page faults of SAC.train(gradient_steps=1)."""
     batch = cfg["batch"]
-    model = make_model("sac", cfg["arm"], cfg["backbone"], buffer_size=max(1024, batch),
+    model = make_model("sac", cfg["arm"], cfg["backbone"], cfg.get("env", "fake64"), buffer_size=max(1024, batch),
                        batch_size=batch, learning_starts=10**9)
     model.learn(max(1024, batch))  # random actions fill the replay buffer; no training yet
     samples = []
@@ -107,13 +133,14 @@ def learning_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         warm_up, steps = 128, 128
     else:
         kwargs, warm_up, steps = dict(n_steps=512), 512, 1024
-    model = make_model(cfg["algo"], cfg["arm"], cfg["backbone"], **kwargs)
+    model = make_model(cfg["algo"], cfg["arm"], cfg["backbone"], cfg.get("env", "fake64"), **kwargs)
     model.learn(warm_up)
-    updates = model.contrastive.num_updates if cfg["arm"] == "gaze-on" else 0
+    gaze_on = cfg["arm"] in ("gaze-on", "gaze-before")
+    updates = model.contrastive.num_updates if gaze_on else 0
     cpu, wall = time.process_time(), time.perf_counter()
     model.learn(steps, reset_num_timesteps=False)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    if cfg["arm"] == "gaze-on":
+    if gaze_on:
         updates = model.contrastive.num_updates - updates
     return {"steps": steps, "cpu_s": cpu, "wall_s": wall, "contrastive_updates": updates,
             "encoder": encoder_of(model)}
@@ -209,6 +236,11 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[512, 128])
     p.add_argument("--backbone", default=None, help="Gaze* backbone (default: the class's, 'auto')")
     p.add_argument("--skip-learning", action="store_true", help="gradient steps only")
+    p.add_argument("--skip-grad", action="store_true", help="learning only")
+    p.add_argument("--env", choices=tuple(ENVS), default="fake64", help="the env of every configuration")
+    p.add_argument("--algos", nargs="+", choices=("sac", "ppo"), default=["sac", "ppo"], help="learning table's algorithms")
+    p.add_argument("--before", action="store_true",
+                   help="learning table: also SAC's 'gaze-before' arm (the defaults before issues 24 and 27)")
     p.add_argument("--note", default="", help="a line about the machine's state (e.g. other jobs running)")
     a = p.parse_args()
     if a.worker is not None:
@@ -216,11 +248,13 @@ def main() -> None:
         return
 
     load_before = os.getloadavg()
-    grad_configs = [dict(kind="grad", arm=arm, batch=batch, malloc=malloc, steps=a.grad_steps, backbone=a.backbone)
-                    for batch in a.batches for malloc in (False, True)
-                    for arm in ("sb3", *GAZE_ARMS, *(["gaze-off-nchw"] if malloc else []))]
-    learn_configs = [] if a.skip_learning else [dict(kind="learn", algo=algo, arm=arm, backbone=a.backbone)
-                                                for algo in ("sac", "ppo") for arm in ("sb3", *GAZE_ARMS)]
+    grad_configs = [] if a.skip_grad else [
+        dict(kind="grad", arm=arm, batch=batch, malloc=malloc, steps=a.grad_steps, backbone=a.backbone, env=a.env)
+        for batch in a.batches for malloc in (False, True)
+        for arm in ("sb3", *GAZE_ARMS, *(["gaze-off-nchw"] if malloc else []))]
+    learn_configs = [] if a.skip_learning else [
+        dict(kind="learn", algo=algo, arm=arm, backbone=a.backbone, env=a.env, malloc=arm != "gaze-before")
+        for algo in a.algos for arm in ("sb3", *GAZE_ARMS, *(["gaze-before"] if a.before and algo == "sac" else []))]
     grad_rounds: list[list[dict[str, Any]]] = []
     learn_rounds: list[list[dict[str, Any]]] = []
     started = time.perf_counter()
@@ -241,12 +275,13 @@ def main() -> None:
     lines = [f"Machine: {machine['processor']}, {machine['cpu_count']} CPUs, {machine['platform']}, torch "
              f"{machine['torch']} (1 thread per process). Load average (1, 5, 15 min) before "
              f"{', '.join(f'{x:.2f}' for x in load_before)}, after {', '.join(f'{x:.2f}' for x in load_after)}; "
-             f"{a.rounds} round(s), {time.perf_counter() - started:.0f} s in all." + (f" {a.note}" if a.note else ""),
-             "", f"## One SAC gradient step, FakeImageEnv {IMAGE} px (medians; {a.grad_steps} steps per configuration)",
-             "", gradient_table(grad_rounds)]
+             f"{a.rounds} round(s), {time.perf_counter() - started:.0f} s in all." + (f" {a.note}" if a.note else "")]
+    if grad_rounds:
+        lines += ["", f"## One SAC gradient step, {ENVS[a.env]} (medians; {a.grad_steps} steps per configuration)",
+                  "", gradient_table(grad_rounds)]
     if learn_rounds:
-        lines += ["", f"## Learning, FakeImageEnv {IMAGE} px, allocator setting on (PPO: 1024 env steps, SAC: 128)",
-                  "", learning_table(learn_rounds)]
+        lines += ["", f"## Learning, {ENVS[a.env]}, allocator setting on except gaze-before (PPO: 1024 env steps, "
+                  "SAC: 128)", "", learning_table(learn_rounds)]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if a.markdown is not None:
