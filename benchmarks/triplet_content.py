@@ -21,7 +21,8 @@ weight lowers the triplet hinge. We report, over the active triplets:
   with the other label, so the physical quantity that separates the labels shows here.
 
 Each setting runs twice: with the real labels and with labels shuffled between episodes (the
-gaze-shuffled control): what the real labels add over mining alone is the difference.
+gaze-shuffled control): what the real labels add over mining alone is the difference, given per
+backbone with a 95% bootstrap interval over the triplets.
 
 Backbones: `random` (the DrQ-v2 encoder at its initialisation, seed 12345) and, per
 `--checkpoint`, a trained run's encoder (its policy's features extractor).
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from gaze_rl.bench.curves import bootstrap_ci
 from gaze_rl.contrastive.labels import shuffle_labels
 from gaze_rl.contrastive.learner import ContrastiveConfig, ContrastiveLearner
 from gaze_rl.contrastive.losses import triplet_hinge
@@ -114,13 +116,16 @@ def fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(1.0 - residual.var() / max(y.var(), 1e-12))
 
 
-def analyse(data: dict[str, Any], triplets: Triplets, margin: float) -> dict[str, Any]:
+def analyse(data: dict[str, Any], triplets: Triplets, margin: float) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The summary row, and per active triplet each group's pull share and net pull (for the
+    differences between label settings)."""
     features = data["features"].float()
+    per_triplet: dict[str, np.ndarray] = {}
     grad, hinge = pull(features, triplets, margin)
     active = hinge > 0
     out: dict[str, Any] = {"triplets": len(triplets), "active": float(active.float().mean()) if len(triplets) else 0.0}
     if not bool(active.any()):
-        return out
+        return out, per_triplet
     anchor, positive, negative = (idx[active] for idx in (triplets.anchor, triplets.positive, triplets.negative))
     grad = grad[active]
     scale = grad.abs().flatten(1).sum(1).mean()
@@ -133,11 +138,15 @@ def analyse(data: dict[str, Any], triplets: Triplets, margin: float) -> dict[str
         share, area = (pulled * cover).flatten(1).sum(1), cover.flatten(1).sum(1) / cells
         out[f"pull_{name}"], out[f"area_{name}"] = float(share.mean()), float(area.mean())
         out[f"lift_{name}"] = out[f"pull_{name}"] / max(out[f"area_{name}"], 1e-12)
-        out[f"net_{name}"] = float((grad * cover).flatten(1).sum(1).mean() / scale)
+        net = (grad * cover).flatten(1).sum(1) / scale
+        out[f"net_{name}"] = float(net.mean())
+        per_triplet[f"pull_{name}"], per_triplet[f"net_{name}"] = share.numpy(), net.numpy()
         covered = covered + cover
     rest = (1.0 - covered).clamp_min(0)
     out["pull_rest"], out["area_rest"] = float((pulled * rest).flatten(1).sum(1).mean()), float(rest.mean())
-    out["net_rest"] = float((grad * rest).flatten(1).sum(1).mean() / scale)
+    net = (grad * rest).flatten(1).sum(1) / scale
+    out["net_rest"] = float(net.mean())
+    per_triplet["pull_rest"], per_triplet["net_rest"] = (pulled * rest).flatten(1).sum(1).numpy(), net.numpy()
     out["lift_rest"] = out["pull_rest"] / max(out["area_rest"], 1e-12)
     cube_cover = data["coverage_cube"][anchor].float()
     seen = cube_cover.flatten(1).sum(1) > 0
@@ -147,10 +156,25 @@ def analyse(data: dict[str, Any], triplets: Triplets, margin: float) -> dict[str
     for name in ("cube", "tcp"):
         pos = data[name]
         far = np.linalg.norm(pos[anchor] - pos[negative], axis=1) - np.linalg.norm(pos[anchor] - pos[positive], axis=1)
-        out[f"{name}_neg_minus_pos_m"] = float(far.mean())
+        out[f"{name}_neg_minus_pos_m"], per_triplet[f"{name}_neg_minus_pos_m"] = float(far.mean()), far
     steps = data["steps"].float()
     out["step_neg_minus_pos"] = float(((steps[anchor] - steps[negative]).abs()
                                        - (steps[anchor] - steps[positive]).abs()).mean())
+    return out, per_triplet
+
+
+DIFFERENCE_KEYS = ("pull_cube", "pull_goal", "pull_robot", "net_cube", "net_goal", "net_robot", "cube_neg_minus_pos_m")
+
+
+def real_minus_shuffled(real: dict[str, np.ndarray], shuffled: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per key, mean(real) - mean(shuffled) over the active triplets with its 95% bootstrap
+    interval (triplets resampled with replacement, each setting independently)."""
+    out: dict[str, Any] = {}
+    for key in DIFFERENCE_KEYS:
+        if key in real and key in shuffled:
+            a, b = real[key], shuffled[key]
+            out[key] = float(a.mean() - b.mean())
+            out[key + "_ci"] = bootstrap_ci([list(a), list(b)], lambda x, y: float(x.mean() - y.mean()))
     return out
 
 
@@ -168,15 +192,18 @@ def main() -> None:
     config = ContrastiveConfig(buffer_size=args.episodes * 50, label=args.label, projection="none",
                                triplet_gaze="anchor")
     recorded, _ = collect(args.episodes, args.seed, frames=True, mask_groups=MASK_GROUPS)
-    rows = []
+    rows, differences = [], []
     for backbone in ["random", *args.checkpoint]:
         data = real_data(args.episodes, args.discount, args.seed, backbone_of(backbone), MASK_GROUPS, recorded)
+        values = {}
         for shuffled in (False, True):
             triplets = mine(data, config, shuffled, args.anchors, args.seed)
+            summary, values[shuffled] = analyse(data, triplets, config.margin)
             row = {"backbone": backbone, "labels": "shuffled" if shuffled else "real", "states": len(data["to_go"]),
-                   "success_rate": data["success_rate"], **analyse(data, triplets, config.margin)}
+                   "success_rate": data["success_rate"], **summary}
             rows.append(row)
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+        differences.append({"backbone": backbone, **real_minus_shuffled(values[False], values[True])})
     print_table(f"where the triplet loss pulls a uniform anchor gaze ({args.label} labels, {args.episodes} episodes); "
                 "pull = share of -dL/dw on the group's cells, lift = pull / area share",
                 ["backbone", "labels", "active", "cube pull (lift)", "goal pull (lift)", "robot pull (lift)",
@@ -190,7 +217,13 @@ def main() -> None:
                   f"({r.get('r2_x', float('nan')):.2f} / {r.get('r2_y', float('nan')):.2f})",
                   r.get("cube_neg_minus_pos_m", float("nan")), r.get("tcp_neg_minus_pos_m", float("nan")),
                   r.get("step_neg_minus_pos", float("nan"))] for r in rows])
-    write_result(args.out, "triplet_content", {k: v for k, v in vars(args).items() if k != "out"}, rows)
+    print_table("real - shuffled labels: difference of the per-triplet means [95% bootstrap CI over triplets]",
+                ["backbone", *DIFFERENCE_KEYS],
+                [[Path(d["backbone"]).parent.parent.name or d["backbone"],
+                  *(f"{d[k]:+.4f} [{d[k + '_ci'][0]:+.4f}, {d[k + '_ci'][1]:+.4f}]" for k in DIFFERENCE_KEYS)]
+                 for d in differences])
+    write_result(args.out, "triplet_content", {k: v for k, v in vars(args).items() if k != "out"},
+                 {"rows": rows, "real_minus_shuffled": differences})
 
 
 if __name__ == "__main__":
