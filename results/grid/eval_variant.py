@@ -28,6 +28,7 @@ from gaze_rl.bench.curves import bootstrap_ci
 from gaze_rl.bench.grid import cli_command
 from gaze_rl.commands.evaluate import result_stem
 from gaze_rl.configuration.methods import BENCH_ARMS
+from gaze_rl.envs.spec import EnvSpec
 
 
 def run_name_parts(name: str) -> tuple[str, str, str, int]:
@@ -36,23 +37,20 @@ def run_name_parts(name: str) -> tuple[str, str, str, int]:
     return env_id, algo, method, int(seed.removeprefix("s"))
 
 
-def variant_label(variant: str, strength: float | None) -> str:
-    """The variant as results name it (gaze_rl.envs.spec.EnvSpec.variant_label): distract with its strength."""
-    return f"distract-{strength:g}" if variant == "distract" and strength is not None else variant
-
-
-def evaluate(checkpoint: Path, out_dir: Path, variant: str, strength: float | None, episodes: int, seed: int) -> dict:
+def evaluate(checkpoint: Path, out_dir: Path, variant: EnvSpec, episodes: int, seed: int) -> dict:
     """One `gaze-rl eval` (in its own process: a fresh ManiSkill env each time), or its saved result.
+    `variant` holds the variant and, for distract, its strength (always passed, so the result's
+    name, EnvSpec.variant_label, is known before the run).
 
     Actions are sampled, as in the training curves: on this CPU protocol PPO's mean action succeeds
     far less often than its samples (baseline+shift seed 0: 0 of 30 episodes, against ~20% in training).
     """
-    result = out_dir / f"{result_stem(checkpoint, seed, variant_label(variant, strength))}.json"
+    result = out_dir / f"{result_stem(checkpoint, seed, variant.variant_label())}.json"
     if not result.exists():
+        strength = ["--distract-strength", str(variant.distract_strength)] if variant.variant == "distract" else []
         subprocess.run(cli_command(["eval", "--checkpoint", str(checkpoint), "--episodes", str(episodes), "--seed", str(seed),
-                                    "--variant", variant, "--no-deterministic", "--attention-on-target",
-                                    *(["--distract-strength", str(strength)] if strength is not None else []),
-                                    "--out-dir", str(out_dir)]), check=True)
+                                    "--variant", variant.variant, "--no-deterministic", "--attention-on-target",
+                                    *strength, "--out-dir", str(out_dir)]), check=True)
     return json.loads(result.read_text())
 
 
@@ -69,7 +67,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.strengths is not None and args.variant != "distract":
         parser.error("--strengths are strengths of --variant distract")
-    variants = [("none", None)] + [(args.variant, strength) for strength in (args.strengths or [None])]
+    variants = [EnvSpec()] + [EnvSpec(variant=args.variant, **({} if strength is None else {"distract_strength": strength}))
+                              for strength in (args.strengths or [None])]
 
     rows = []
     for run in sorted((args.bench_dir / "runs").iterdir()):
@@ -79,10 +78,10 @@ def main() -> None:
         env_id, algo, method, seed = run_name_parts(run.name)
         if args.methods is not None and method not in args.methods:
             continue
-        for variant, strength in variants:
-            result = evaluate(checkpoint, args.out_dir / run.name, variant, strength, args.episodes, args.seed)
+        for variant in variants:
+            result = evaluate(checkpoint, args.out_dir / run.name, variant, args.episodes, args.seed)
             rows.append({"env_id": env_id, "algo": algo, "method": method, "seed": seed,
-                         "variant": variant_label(variant, strength),
+                         "variant": variant.variant_label(),
                          "success_once": result["success_once"], "success_at_end": result["success_at_end"],
                          "return_mean": result["return_mean"], "attention_on_target": result["attention_on_target"],
                          "attention_on_target_chance": result["attention_on_target_chance"]})
@@ -103,8 +102,8 @@ def main() -> None:
              "| attention, normal | attention, variant |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     arms = sorted({(row["env_id"], row["method"]) for row in rows}, key=lambda arm: (arm[0], BENCH_ARMS.index(arm[1])))
-    for (env_id, method), (variant, strength) in itertools.product(arms, variants[1:]):
-        label = variant_label(variant, strength)
+    for (env_id, method), variant in itertools.product(arms, variants[1:]):
+        label = variant.variant_label()
 
         def values(variant: str, key: str, env_id: str = env_id, method: str = method) -> np.ndarray:
             picked = [row for row in rows if (row["env_id"], row["method"], row["variant"]) == (env_id, method, variant)]
